@@ -1,0 +1,299 @@
+//! `AtomicInt`: a 64-bit signed integer shared by threads, updated without any lock.
+//!
+//! Invariants: the value is only ever changed by a single atomic instruction (`compare_exchange`,
+//! `swap`, `store`), so no update is lost and no reader sees a torn value. Arithmetic is checked:
+//! an update that would overflow raises `OverflowError` and changes nothing. `update(fn)` runs
+//! `fn` with no lock held (there is none) and commits with a compare-exchange, retrying on
+//! conflict; `fn` itself may not modify the same integer (`ReentrancyError`), since that would
+//! make every commit conflict.
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pyo3::basic::CompareOp;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+
+use crate::shared::SharedCore;
+use crate::sync;
+
+#[derive(Default)]
+pub struct AtomicCore {
+    value: AtomicI64,
+    /// Compare-exchange failures in `update`: how much the callers contended.
+    retries: AtomicU64,
+}
+
+#[pyclass(frozen, module = "nogilsafe", name = "AtomicInt")]
+pub struct AtomicInt {
+    core: Arc<AtomicCore>,
+}
+
+impl SharedCore for AtomicInt {
+    type Core = AtomicCore;
+    fn core(&self) -> &Arc<AtomicCore> {
+        &self.core
+    }
+    fn from_core(core: Arc<AtomicCore>) -> Self {
+        AtomicInt { core }
+    }
+}
+
+fn overflow(op: &str, a: i64, b: i64) -> PyErr {
+    PyOverflowError::new_err(format!(
+        "AtomicInt {op} overflows a 64-bit signed integer: {a} {op} {b}; the value is unchanged"
+    ))
+}
+
+impl AtomicInt {
+    fn check(&self) -> PyResult<()> {
+        sync::check_reentry(self.core_ptr(), "AtomicInt")
+    }
+
+    /// Atomically apply a checked operation; returns (old, new).
+    fn apply(&self, f: impl Fn(i64) -> Option<i64>) -> Option<(i64, i64)> {
+        let v = &self.core.value;
+        let mut cur = v.load(Ordering::Relaxed);
+        loop {
+            let new = f(cur)?;
+            match v.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some((cur, new)),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn add(&self, delta: i64) -> PyResult<(i64, i64)> {
+        self.check()?;
+        self.apply(|cur| cur.checked_add(delta))
+            .ok_or_else(|| overflow("+", self.core.value.load(Ordering::Relaxed), delta))
+    }
+
+    fn sub(&self, delta: i64) -> PyResult<(i64, i64)> {
+        self.check()?;
+        self.apply(|cur| cur.checked_sub(delta))
+            .ok_or_else(|| overflow("-", self.core.value.load(Ordering::Relaxed), delta))
+    }
+}
+
+fn expect_int(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    if !obj.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int, not {}",
+            obj.get_type().name()?
+        )));
+    }
+    obj.extract::<i64>().map_err(|_| {
+        PyOverflowError::new_err(format!("{what} does not fit in a 64-bit signed integer"))
+    })
+}
+
+#[pymethods]
+impl AtomicInt {
+    #[new]
+    #[pyo3(signature = (value = 0))]
+    fn new(value: i64) -> Self {
+        Self::from_core(Arc::new(AtomicCore {
+            value: AtomicI64::new(value),
+            retries: AtomicU64::new(0),
+        }))
+    }
+
+    /// A per-thread view sharing this integer: see the package docs.
+    fn local(&self) -> Self {
+        self.view()
+    }
+
+    fn get(&self) -> i64 {
+        self.core.value.load(Ordering::Acquire)
+    }
+
+    fn set(&self, value: i64) -> PyResult<()> {
+        let v = value;
+        self.check()?;
+        self.core.value.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Add `delta` and return the new value.
+    #[pyo3(signature = (delta = 1))]
+    fn increment(&self, delta: i64) -> PyResult<i64> {
+        let d = delta;
+        Ok(self.add(d)?.1)
+    }
+
+    /// Subtract `delta` and return the new value.
+    #[pyo3(signature = (delta = 1))]
+    fn decrement(&self, delta: i64) -> PyResult<i64> {
+        let d = delta;
+        Ok(self.sub(d)?.1)
+    }
+
+    /// Add `delta` and return the value before the addition.
+    fn fetch_add(&self, delta: i64) -> PyResult<i64> {
+        let d = delta;
+        Ok(self.add(d)?.0)
+    }
+
+    /// Subtract `delta` and return the value before the subtraction.
+    fn fetch_sub(&self, delta: i64) -> PyResult<i64> {
+        let d = delta;
+        Ok(self.sub(d)?.0)
+    }
+
+    /// Store `value` and return the previous value.
+    fn swap(&self, value: i64) -> PyResult<i64> {
+        let v = value;
+        self.check()?;
+        Ok(self.core.value.swap(v, Ordering::AcqRel))
+    }
+
+    /// Store `new` only if the current value equals `expected`; True if it did.
+    fn compare_and_set(&self, expected: i64, new: i64) -> PyResult<bool> {
+        let (e, n) = (expected, new);
+        self.check()?;
+        Ok(self
+            .core
+            .value
+            .compare_exchange(e, n, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok())
+    }
+
+    /// Atomically replace the value with `fn(value)` and return the new value.
+    ///
+    /// `fn` runs with no lock held and may run more than once when other threads write
+    /// concurrently; only its last result is stored. If it raises, the value is unchanged.
+    fn update(&self, py: Python<'_>, r#fn: &Bound<'_, PyAny>) -> PyResult<i64> {
+        self.check()?;
+        let ptr = self.core_ptr();
+        let v = &self.core.value;
+        let mut cur = v.load(Ordering::Acquire);
+        loop {
+            let result = sync::in_callback(ptr, || r#fn.call1((cur,)))?;
+            let new = expect_int(&result, "update function's result")?;
+            match v.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(new),
+                Err(actual) => {
+                    self.core.retries.fetch_add(1, Ordering::Relaxed);
+                    cur = actual;
+                    py.check_signals()?;
+                }
+            }
+        }
+    }
+
+    /// How many times `update` had to rerun its function because of a concurrent write.
+    #[getter]
+    fn update_retries(&self) -> u64 {
+        self.core.retries.load(Ordering::Relaxed)
+    }
+
+    fn __iadd__(&self, delta: i64) -> PyResult<()> {
+        self.add(delta).map(|_| ())
+    }
+
+    fn __isub__(&self, delta: i64) -> PyResult<()> {
+        self.sub(delta).map(|_| ())
+    }
+
+    fn __int__(&self) -> i64 {
+        self.get()
+    }
+
+    fn __index__(&self) -> i64 {
+        self.get()
+    }
+
+    fn __float__(&self) -> f64 {
+        self.get() as f64
+    }
+
+    fn __bool__(&self) -> bool {
+        self.get() != 0
+    }
+
+    fn __richcmp__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let other = match other.cast::<AtomicInt>() {
+            Ok(o) => o.get().get().into_pyobject(py)?.into_any(),
+            Err(_) if other.is_instance_of::<PyInt>() => other.clone(),
+            Err(_) => return Ok(py.NotImplemented()),
+        };
+        let mine = self.get().into_pyobject(py)?;
+        Ok(mine.rich_compare(other, op)?.unbind())
+    }
+
+    // Mutable, so unhashable like other mutable containers.
+    #[classattr]
+    const __hash__: Option<Py<PyAny>> = None;
+
+    fn __repr__(&self) -> String {
+        format!("AtomicInt({})", self.get())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let cls = py.get_type::<AtomicInt>();
+        (cls, (slf.get().get(),)).into_pyobject(py)
+    }
+
+    fn __copy__(&self) -> Self {
+        Self::from_core(Arc::new(AtomicCore {
+            value: AtomicI64::new(self.get()),
+            retries: AtomicU64::new(0),
+        }))
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        self.__copy__()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<AtomicInt>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(v: i64) -> AtomicInt {
+        AtomicInt::from_core(Arc::new(AtomicCore { value: AtomicI64::new(v), retries: AtomicU64::new(0) }))
+    }
+
+    #[test]
+    fn checked_apply_leaves_value_on_overflow() {
+        let a = int(i64::MAX - 1);
+        assert_eq!(a.apply(|c| c.checked_add(1)), Some((i64::MAX - 1, i64::MAX)));
+        assert_eq!(a.apply(|c| c.checked_add(1)), None);
+        assert_eq!(a.core.value.load(Ordering::SeqCst), i64::MAX);
+    }
+
+    #[test]
+    fn concurrent_apply_loses_no_update() {
+        let a = int(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        a.apply(|c| c.checked_add(1)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(a.core.value.load(Ordering::SeqCst), 40_000);
+    }
+
+    #[test]
+    fn views_share_one_core() {
+        let a = int(5);
+        let b = a.view();
+        b.apply(|c| c.checked_add(2));
+        assert_eq!(a.core.value.load(Ordering::SeqCst), 7);
+        assert!(Arc::ptr_eq(&a.core, &b.core));
+    }
+}
