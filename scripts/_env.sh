@@ -19,9 +19,11 @@ ensure_maturin() {
 make_venv() {
   local name="$1" py="$2"; shift 2
   local venv="$ROOT/.venvs/$name"
-  if [ ! -x "$venv/bin/python" ]; then
+  # A venv whose interpreter was rebuilt or removed is made anew.
+  if ! "$venv/bin/python" -c 'import sys; sys.exit(0 if sys.prefix != sys.base_prefix else 1)' 2>/dev/null \
+     || [ "$("$venv/bin/python" -c 'import sys; print(sys._base_executable)' 2>/dev/null)" != "$("$py" -c 'import sys; print(sys.executable)')" ]; then
     log "creating venv $venv from $py"
-    "$py" -m venv "$venv" >&2
+    "$py" -m venv --clear "$venv" >&2
   fi
   if [ "$#" -gt 0 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
