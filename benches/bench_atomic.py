@@ -43,9 +43,9 @@ def loop(method_of: str):  # type: ignore[no-untyped-def]
     return worker
 
 
-def local_loop(wrap):  # type: ignore[no-untyped-def]
+def local_loop(wrap, method: str = "increment"):  # type: ignore[no-untyped-def]
     def worker(shared, i, ops):  # type: ignore[no-untyped-def]
-        fn = wrap(shared).increment
+        fn = getattr(wrap(shared), method)
 
         def body() -> None:
             for _ in range(ops):
@@ -68,12 +68,12 @@ def main() -> None:
         impls.append(Impl("ft_utils.AtomicInt64", lambda: ftc.AtomicInt64(0), loop("incr")))
         if ftl is not None:
             impls.append(Impl("ft_utils.AtomicInt64 LocalWrapper", lambda: ftc.AtomicInt64(0),
-                              local_loop(ftl.LocalWrapper)))
+                              local_loop(ftl.LocalWrapper, "incr")))
     cer = optional_import("cereggii")
     if cer is not None:
         impls.append(Impl("cereggii.AtomicInt64", lambda: cer.AtomicInt64(0), loop("increment_and_get")))
         impls.append(Impl("cereggii.AtomicInt64 get_handle()", lambda: cer.AtomicInt64(0),
-                          local_loop(lambda a: a.get_handle())))
+                          local_loop(lambda a: a.get_handle(), "increment_and_get")))
     table = scaling_table("AtomicInt.increment: ops/s by threads", impls, OPS, reference="Lock + int")
     if ftc is None or cer is None:
         table.notes.append("n/a rows: " + ", ".join(n for n, m in (("ft_utils", ftc), ("cereggii", cer)) if m is None)

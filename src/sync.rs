@@ -17,7 +17,7 @@
 //! the same dict, an `update` function incrementing the same counter) would make the optimistic
 //! retry loop around it run forever. Callbacks run inside a `CallbackScope` naming the core, and
 //! mutations call `check_reentry` first: such a mutation raises `ReentrancyError` instead.
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -101,6 +101,8 @@ pub fn wait_until<T: Send>(
 thread_local! {
     /// Cores (by address) whose callbacks are running on this thread, innermost last.
     static ACTIVE_CALLBACKS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// How many callback scopes are open on this thread: the hot-path check reads only this.
+    static CALLBACK_DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Marks this thread as running Python code on behalf of an operation on `core` until dropped.
@@ -113,12 +115,14 @@ impl CallbackScope {
     pub fn enter<C>(core: *const C) -> Self {
         let core = core as usize;
         ACTIVE_CALLBACKS.with(|a| a.borrow_mut().push(core));
+        CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
         CallbackScope { core }
     }
 }
 
 impl Drop for CallbackScope {
     fn drop(&mut self) {
+        CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
         ACTIVE_CALLBACKS.with(|a| {
             let mut a = a.borrow_mut();
             if let Some(pos) = a.iter().rposition(|&c| c == self.core) {
@@ -131,11 +135,11 @@ impl Drop for CallbackScope {
 /// Raise `ReentrancyError` if this thread is inside a callback that an operation on `core` runs.
 #[inline]
 pub fn check_reentry<C>(core: *const C, type_name: &str) -> PyResult<()> {
+    if CALLBACK_DEPTH.with(Cell::get) == 0 {
+        return Ok(());
+    }
     let core = core as usize;
-    let inside = ACTIVE_CALLBACKS.with(|a| {
-        let a = a.borrow();
-        !a.is_empty() && a.contains(&core)
-    });
+    let inside = ACTIVE_CALLBACKS.with(|a| a.borrow().contains(&core));
     if inside {
         Err(REENTRANCY_ERROR.err(format!(
             "a callback running for this {type_name} (a compute/update function, __eq__, a \
