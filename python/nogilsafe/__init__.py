@@ -17,6 +17,7 @@ from nogilsafe._core import (
     StateKeyError,
     StateRollbackError,
     StateVersionError,
+    ThreadSafeList,
     ThreadSafeStateError,
 )
 
@@ -31,6 +32,11 @@ __all__ = [
     "StateKeyError",
     "StateRollbackError",
     "StateVersionError",
+    "ThreadSafeList",
     "ThreadSafeStateError",
     "__version__",
 ]
+
+import collections.abc as _abc  # noqa: E402
+
+_abc.MutableSequence.register(ThreadSafeList)
