@@ -219,6 +219,19 @@ fn slice_index(obj: Option<&Bound<'_, PyAny>>, default: isize) -> PyResult<isize
     Ok(i)
 }
 
+/// An integer argument the way argument clinic converts it for `list` (`__index__`, then a C
+/// ssize_t), with list's messages (PyO3's would name the argument).
+fn arg_isize(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let py = obj.py();
+    // SAFETY: a valid object; PyNumber_Index returns a new reference or NULL with an error set.
+    let index = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Index(obj.as_ptr()))? };
+    let i = unsafe { ffi::PyLong_AsSsize_t(index.as_ptr()) };
+    if i == -1 {
+        fetch_if_set(py)?;
+    }
+    Ok(i)
+}
+
 /// A position `i` (negative from the end) in a list of `len`, if in range.
 #[inline]
 fn position(i: isize, len: usize) -> Option<usize> {
@@ -715,7 +728,8 @@ impl ThreadSafeList {
         Ok(())
     }
 
-    fn insert(&self, py: Python<'_>, index: isize, object: Py<PyAny>) -> PyResult<()> {
+    fn insert(&self, py: Python<'_>, index: &Bound<'_, PyAny>, object: Py<PyAny>) -> PyResult<()> {
+        let index = arg_isize(index)?;
         self.check()?;
         let mut g = sync::write(py, &self.core.state);
         let len = g.items.len() as isize;
@@ -725,8 +739,9 @@ impl ThreadSafeList {
         Ok(())
     }
 
-    #[pyo3(signature = (index = -1, /))]
-    fn pop(&self, py: Python<'_>, index: isize) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (index = None, /))]
+    fn pop(&self, py: Python<'_>, index: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        let index = index.map(arg_isize).transpose()?.unwrap_or(-1);
         self.check()?;
         let mut g = sync::write(py, &self.core.state);
         if g.items.is_empty() {
@@ -740,8 +755,14 @@ impl ThreadSafeList {
 
     /// Remove and return the element at `index` (default: the last), or return `default` if
     /// there is none: the list is empty or too short. Never raises `IndexError`.
-    #[pyo3(signature = (default = None, index = -1))]
-    fn pop_or(&self, py: Python<'_>, default: Option<Py<PyAny>>, index: isize) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (default = None, index = None))]
+    fn pop_or(
+        &self,
+        py: Python<'_>,
+        default: Option<Py<PyAny>>,
+        index: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let index = index.map(arg_isize).transpose()?.unwrap_or(-1);
         self.check()?;
         let popped = {
             let mut g = sync::write(py, &self.core.state);
@@ -852,7 +873,8 @@ impl ThreadSafeList {
     /// Replace the element at `index` with `fn(element)` atomically and return the new element.
     /// `fn` runs with no lock held; if another thread replaced that element meanwhile, `fn` runs
     /// again on the new one. If `fn` raises, the list is unchanged.
-    fn update_at(&self, py: Python<'_>, index: isize, r#fn: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn update_at(&self, py: Python<'_>, index: &Bound<'_, PyAny>, r#fn: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let index = arg_isize(index)?;
         self.check()?;
         let me = self.core_ptr();
         loop {
@@ -886,10 +908,11 @@ impl ThreadSafeList {
     fn compare_and_set(
         &self,
         py: Python<'_>,
-        index: isize,
+        index: &Bound<'_, PyAny>,
         expected: &Bound<'_, PyAny>,
         new: Py<PyAny>,
     ) -> PyResult<bool> {
+        let index = arg_isize(index)?;
         self.check()?;
         let me = self.core_ptr();
         loop {
