@@ -157,8 +157,9 @@ def test_index_argument_errors() -> None:
     same(lambda x: x.index(1, 0, "a"), BASE)
     same(lambda x: x.index(1, 2**70), BASE)
     same(lambda x: x.index(5, -(2**70)), BASE)
-    same(lambda x: x.index(object()), BASE)
-    same(lambda x: x.remove(object()), BASE)
+    missing = object()
+    same(lambda x: x.index(missing), BASE)
+    same(lambda x: x.remove(missing), BASE)
 
 
 class Weird:
