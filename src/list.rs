@@ -708,6 +708,7 @@ impl ThreadSafeList {
         self.core.retries.load(Ordering::Relaxed)
     }
 
+    #[pyo3(signature = (object, /))]
     fn append(&self, py: Python<'_>, object: Py<PyAny>) -> PyResult<()> {
         self.check()?;
         let mut g = sync::write(py, &self.core.state);
@@ -716,6 +717,7 @@ impl ThreadSafeList {
         Ok(())
     }
 
+    #[pyo3(signature = (iterable, /))]
     fn extend(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check()?;
         let items = collect_items(iterable)?;
@@ -728,6 +730,7 @@ impl ThreadSafeList {
         Ok(())
     }
 
+    #[pyo3(signature = (index, object, /))]
     fn insert(&self, py: Python<'_>, index: &Bound<'_, PyAny>, object: Py<PyAny>) -> PyResult<()> {
         let index = arg_isize(index)?;
         self.check()?;
@@ -777,6 +780,7 @@ impl ThreadSafeList {
         Ok(popped.or(default).unwrap_or_else(|| py.None()))
     }
 
+    #[pyo3(signature = (value, /))]
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check()?;
         if self.core.remove_eq(py, value)? {
@@ -816,6 +820,7 @@ impl ThreadSafeList {
         }
     }
 
+    #[pyo3(signature = (value, /))]
     fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
         self.core.count(py, value)
     }
@@ -831,8 +836,17 @@ impl ThreadSafeList {
     /// Stable sort, atomic to observers. `key` and comparisons run with no lock held, on a
     /// snapshot committed only if the list did not change meanwhile (else the sort is redone).
     /// If they raise, the list is unchanged. If they modify the list: `ReentrancyError`.
-    #[pyo3(signature = (*, key = None, reverse = false))]
-    fn sort(&self, py: Python<'_>, key: Option<&Bound<'_, PyAny>>, reverse: bool) -> PyResult<()> {
+    #[pyo3(signature = (*, key = None, reverse = None))]
+    fn sort(
+        &self,
+        py: Python<'_>,
+        key: Option<&Bound<'_, PyAny>>,
+        reverse: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let reverse = match reverse {
+            Some(r) => r.is_truthy()?,
+            None => false,
+        };
         self.check()?;
         let key = key.filter(|k| !k.is_none());
         self.core.sort(py, key, reverse)
@@ -851,6 +865,7 @@ impl ThreadSafeList {
 
     /// Append `object` unless an equal element (identity, then `==`) is present, atomically.
     /// True if it was appended.
+    #[pyo3(signature = (object, /))]
     fn append_if_absent(&self, py: Python<'_>, object: Py<PyAny>) -> PyResult<bool> {
         self.check()?;
         Ok(self.core.add_absent(py, vec![object], "append_if_absent")? == 1)
@@ -858,6 +873,7 @@ impl ThreadSafeList {
 
     /// Append, in order, each element of `iterable` not equal to an element already in the list
     /// nor to an earlier element of `iterable`, as one atomic step. Returns how many were added.
+    #[pyo3(signature = (iterable, /))]
     fn extend_if_absent(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<usize> {
         self.check()?;
         let items = collect_items(iterable)?;
@@ -865,6 +881,7 @@ impl ThreadSafeList {
     }
 
     /// Remove every element for which `predicate(element)` is true, atomically; how many.
+    #[pyo3(signature = (predicate, /))]
     fn remove_if(&self, py: Python<'_>, predicate: &Bound<'_, PyAny>) -> PyResult<usize> {
         self.check()?;
         self.core.remove_if(py, predicate)
@@ -873,6 +890,7 @@ impl ThreadSafeList {
     /// Replace the element at `index` with `fn(element)` atomically and return the new element.
     /// `fn` runs with no lock held; if another thread replaced that element meanwhile, `fn` runs
     /// again on the new one. If `fn` raises, the list is unchanged.
+    #[pyo3(signature = (index, r#fn, /))]
     fn update_at(&self, py: Python<'_>, index: &Bound<'_, PyAny>, r#fn: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let index = arg_isize(index)?;
         self.check()?;
@@ -905,6 +923,7 @@ impl ThreadSafeList {
     /// Store `new` at `index` if the element there equals `expected` (identity, then `==`, as
     /// `list` compares); True if it did. `==` that runs Python code runs with no lock held, and
     /// the store then happens only if the same object is still at `index`.
+    #[pyo3(signature = (index, expected, new, /))]
     fn compare_and_set(
         &self,
         py: Python<'_>,

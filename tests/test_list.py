@@ -565,3 +565,31 @@ def test_conflict_retries_counter_starts_at_zero() -> None:
     assert lst.conflict_retries == 0
     lst.update_at(0, lambda v: v + 1)
     assert lst.conflict_retries == 0
+
+
+def test_positional_only_arguments_like_list() -> None:
+    lst = ThreadSafeList([1])
+    for call in (
+        lambda x: x.append(object=2),
+        lambda x: x.insert(index=0, object=2),
+        lambda x: x.remove(value=1),
+        lambda x: x.count(value=1),
+        lambda x: x.index(value=1),
+        lambda x: x.extend(iterable=[2]),
+    ):
+        with pytest.raises(TypeError):
+            call([1])
+        with pytest.raises(TypeError):
+            call(lst)
+    assert lst.snapshot() == [1]
+
+
+def test_sort_reverse_accepts_ints() -> None:
+    same(lambda x: x.sort(reverse=1), [1, 3, 2])
+    same(lambda x: x.sort(reverse=0), [1, 3, 2])
+
+
+@pytest.mark.parametrize("proto", [0, 1])
+def test_old_pickle_protocols(proto: int) -> None:
+    lst = ThreadSafeList([1, "a", (2,)])
+    assert pickle.loads(pickle.dumps(lst, protocol=proto)) == lst
