@@ -22,6 +22,13 @@
 //!   same list gets `ReentrancyError`: it would invalidate the operation's own commit forever.
 //!   Read-only operations (`in`, `index`, `count`, `==`) work on a snapshot and never retry, so
 //!   their `__eq__` may do anything, including mutating the list.
+//! * `update_at` and `compare_and_set` revalidate one slot: they commit only if the object they
+//!   read (and ran Python code on) is still at that position, else rerun (lock-free progress: a
+//!   failed commit means another writer succeeded, so they are not bounded).
+//!
+//! The elements are a `VecDeque`, so the queue-like `append` + `pop(0)` is O(1) at both ends.
+//! Views (`local()`) share the core; the collector is only shown the elements by a sole owner
+//! (`__traverse__`), so a cycle through a live view is left uncollected rather than miscounted.
 use std::collections::VecDeque;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
