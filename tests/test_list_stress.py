@@ -8,6 +8,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from nogilsafe import ThreadSafeList
 from nogilsafe.testing import run_concurrently
 
@@ -217,3 +219,76 @@ def test_remove_if_and_sort_preserve_the_multiset() -> None:
     # Every thread removed its own multiples of 7 (its last remove_if runs after its last append).
     assert set(remaining) == expected
     assert sum(sum(r) for r in removed) == THREADS * len(range(0, per_thread, 7))
+
+
+def test_collector_runs_while_threads_hold_and_wait_for_the_lock() -> None:
+    """gc.collect() traverses lists other threads are writing: never a hang, nothing lost."""
+    import gc
+
+    shared = ThreadSafeList()
+
+    def worker(t: int) -> int:
+        view = shared.local()
+        made = 0
+        for k in range(300):
+            if t == 0:
+                gc.collect()
+                continue
+            cyc = ThreadSafeList(range(200))
+            cyc.append(cyc)  # garbage cycle once dropped
+            cyc *= 2
+            cyc.sort(key=id)
+            view.append((t, k))
+            made += 1
+        return made
+
+    results = run_concurrently(worker, threads=4, timeout=60)
+    gc.collect()
+    assert sorted(shared) == sorted((t, k) for t in range(1, 4) for k in range(300))
+    assert sum(r[0] for r in results) == 3 * 300
+
+
+def test_views_keep_a_self_containing_list_alive_and_intact() -> None:
+    import gc
+
+    lst = ThreadSafeList([1, 2])
+    lst.append(lst)
+    view = lst.local()
+    del lst
+    for _ in range(3):
+        gc.collect()
+    assert len(view) == 3 and view[0] == 1
+    assert view[2][2][0] == 1  # the element is the original object, still alive
+
+
+@pytest.mark.soak
+def test_soak_mixed_operations() -> None:
+    lst = ThreadSafeList()
+    per_thread = 200_000
+    popped: list[list[Any]] = [[] for _ in range(THREADS)]
+
+    def worker(t: int) -> None:
+        rng = random.Random(t)
+        view = lst.local()
+        out = popped[t]
+        for k in range(per_thread):
+            r = rng.random()
+            view.append((t, k))
+            if r < 0.3:
+                v = view.pop_or(None, 0)
+                if v is not None:
+                    out.append(v)
+            elif r < 0.32:
+                view.append_if_absent(Key(rng.randrange(50)))
+            elif r < 0.33:
+                view.remove_if(lambda x: isinstance(x, Key) and x.v % 2 == 0)
+            elif r < 0.335:
+                out.extend(x for x in view.drain() if not isinstance(x, Key))
+            elif r < 0.34:
+                for _ in view:
+                    pass
+
+    run_concurrently(worker, threads=THREADS, timeout=600)
+    rest = [x for x in lst.drain() if not isinstance(x, Key)]
+    everything = [x for out in popped for x in out if not isinstance(x, Key)] + rest
+    assert len(everything) == len(set(everything)) == THREADS * per_thread
