@@ -7,6 +7,8 @@ Python object contend on its reference count, and threads that each hold their o
 
 from __future__ import annotations
 
+import collections.abc as _abc
+
 from nogilsafe import _core
 from nogilsafe._core import (
     AtomicInt,
@@ -37,6 +39,5 @@ __all__ = [
     "__version__",
 ]
 
-import collections.abc as _abc  # noqa: E402
-
+# The Rust types cannot inherit from the ABCs; registering makes isinstance checks work.
 _abc.MutableSequence.register(ThreadSafeList)
