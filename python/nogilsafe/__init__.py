@@ -7,6 +7,8 @@ Python object contend on its reference count, and threads that each hold their o
 
 from __future__ import annotations
 
+import collections.abc as _abc
+
 from nogilsafe import _core
 from nogilsafe._core import (
     AtomicInt,
@@ -17,6 +19,7 @@ from nogilsafe._core import (
     StateKeyError,
     StateRollbackError,
     StateVersionError,
+    ThreadSafeList,
     ThreadSafeStateError,
 )
 
@@ -31,6 +34,10 @@ __all__ = [
     "StateKeyError",
     "StateRollbackError",
     "StateVersionError",
+    "ThreadSafeList",
     "ThreadSafeStateError",
     "__version__",
 ]
+
+# The Rust types cannot inherit from the ABCs; registering makes isinstance checks work.
+_abc.MutableSequence.register(ThreadSafeList)
