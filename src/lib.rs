@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod atomic;
 mod errors;
+mod once;
 mod shared;
 mod sync;
 
@@ -13,5 +14,6 @@ mod sync;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     atomic::register(m)?;
+    once::register(m)?;
     Ok(())
 }
