@@ -12,6 +12,7 @@ from nogilsafe._core import (
     AtomicInt,
     LockTimeoutError,
     NogilsafeError,
+    OnceCell,
     ReentrancyError,
     StateConflictError,
     StateKeyError,
@@ -19,18 +20,35 @@ from nogilsafe._core import (
     StateVersionError,
     ThreadSafeStateError,
 )
+from nogilsafe._once import (
+    AsyncOnceCell,
+    AsyncSingleton,
+    AsyncSingletonFunction,
+    SingletonFunction,
+    async_singleton,
+    run_once,
+    singleton,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncOnceCell",
+    "AsyncSingleton",
+    "AsyncSingletonFunction",
     "AtomicInt",
     "LockTimeoutError",
     "NogilsafeError",
+    "OnceCell",
     "ReentrancyError",
+    "SingletonFunction",
     "StateConflictError",
     "StateKeyError",
     "StateRollbackError",
     "StateVersionError",
     "ThreadSafeStateError",
     "__version__",
+    "async_singleton",
+    "run_once",
+    "singleton",
 ]
