@@ -52,6 +52,8 @@ struct Initializing {
     owner_thread: u64,
     /// Async waiters: (event loop, future created on that loop). Woken after the lock is released.
     waiters: Vec<(Py<PyAny>, Py<PyAny>)>,
+    /// Threads blocked in `get_or_init` on this attempt (for `_waiting`, used by tests).
+    sync_waiters: usize,
 }
 
 enum Phase {
@@ -98,7 +100,7 @@ impl OnceCore {
             id: NEXT_ATTEMPT.fetch_add(1, Ordering::Relaxed),
             outcome: OnceLock::new(),
         });
-        (Initializing { attempt: Arc::clone(&attempt), owner_thread, waiters: Vec::new() }, attempt)
+        (Initializing { attempt: Arc::clone(&attempt), owner_thread, waiters: Vec::new(), sync_waiters: 0 }, attempt)
     }
 
     /// The blocking entry: ready value, ownership of a new attempt, or the end of the attempt in
@@ -130,15 +132,25 @@ impl OnceCore {
                     ));
                 }
                 waited_on = Arc::clone(&init.attempt);
+                init.sync_waiters += 1;
             }
         }
+        let mut timed_out = false;
         while waited_on.outcome.get().is_none() {
             if !sync::wait_until(py, &self.ready, &mut g, deadline) && waited_on.outcome.get().is_none() {
-                drop(g);
-                return Err(sync::timeout_error("OnceCell.get_or_init: waiting for the initialiser", timeout));
+                timed_out = true;
+                break;
+            }
+        }
+        if let Phase::Initializing(init) = &mut *g {
+            if init.attempt.id == waited_on.id {
+                init.sync_waiters -= 1;
             }
         }
         drop(g);
+        if timed_out {
+            return Err(sync::timeout_error("OnceCell.get_or_init: waiting for the initialiser", timeout));
+        }
         Ok(match waited_on.outcome.get().expect("checked above") {
             Outcome::Ready(v) => Entered::Ready(v.clone_ref(py)),
             Outcome::Failed(e) => Entered::Failed(e.clone_ref(py)),
@@ -472,6 +484,14 @@ impl OnceCell {
     /// Wake `future` (on `loop`) when attempt `id` ends; False if it already has.
     fn _add_waiter(&self, py: Python<'_>, id: u64, r#loop: Py<PyAny>, future: Py<PyAny>) -> bool {
         self.core.add_waiter(py, id, r#loop, future)
+    }
+
+    /// How many callers (threads and futures) wait for the attempt in progress.
+    fn _waiting(&self, py: Python<'_>) -> usize {
+        match &*sync::lock(py, &self.core.state) {
+            Phase::Initializing(init) => init.sync_waiters + init.waiters.len(),
+            _ => 0,
+        }
     }
 
     fn _remove_waiter(&self, py: Python<'_>, id: u64, future: &Bound<'_, PyAny>) {
