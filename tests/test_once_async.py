@@ -337,8 +337,7 @@ def test_async_singleton_decorator() -> None:
         return {"id": calls.get()}
 
     assert client.__name__ == "client" and client.__doc__ == "The client."
-    if hasattr(inspect, "markcoroutinefunction"):
-        assert inspect.iscoroutinefunction(client)
+    assert inspect.iscoroutinefunction(client)
 
     async def body(i: int) -> list[Any]:
         return await asyncio.gather(*(client() for _ in range(20)))
