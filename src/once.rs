@@ -366,10 +366,11 @@ impl OnceCell {
     /// caller and every caller that waited for it get its exception, and the cell stays empty.
     #[pyo3(signature = (factory, timeout = None))]
     fn get_or_init(&self, py: Python<'_>, factory: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        // Validated before the fast path, so a bad timeout is an error whatever the state.
+        let deadline = sync::deadline(timeout)?;
         if let Some(v) = self.core.peek(py) {
             return Ok(v);
         }
-        let deadline = sync::deadline(timeout)?;
         let me = sync::thread_id();
         loop {
             match self.core.enter_blocking(py, me, deadline, timeout)? {

@@ -23,15 +23,16 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from nogilsafe._core import LockTimeoutError, OnceCell, ReentrancyError
 
-try:  # 3.11+
+if sys.version_info >= (3, 11):
     from typing import ParamSpec, Self
-except ImportError:  # pragma: no cover - 3.10
+else:  # pragma: no cover - 3.10
     from typing_extensions import ParamSpec, Self
 
 __all__ = [
@@ -172,7 +173,7 @@ async def _wait(cell: OnceCell[Any], attempt: Any, deadline: float | None,
                 await fut
             else:
                 await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct types before 3.11
             cell._remove_waiter(attempt.id, fut)
             outcome = attempt.outcome()
             if outcome is not None:  # it ended just as the deadline expired
@@ -260,13 +261,15 @@ class AsyncSingleton:
             return value  # type: ignore[no-any-return]
         return await cell.get_or_init(cls.create, timeout)  # type: ignore[no-any-return]
 
-    # The seeds' spelling.
-    get_instance = instance
+    @classmethod
+    def get_instance(cls, timeout: float | None = None) -> Coroutine[Any, Any, Self]:
+        """The seeds' spelling of ``instance()``."""
+        return cls.instance(timeout)
 
     @classmethod
     def peek_instance(cls) -> Self | None:
         """The instance if it exists, else None. Never waits."""
-        return cls._nogilsafe_instance_cell.get()  # type: ignore[no-any-return]
+        return cls._nogilsafe_instance_cell.get()
 
     @classmethod
     def reset_instance(cls) -> None:
@@ -314,7 +317,7 @@ class run_once(Generic[P, R]):  # noqa: N801 - used as a decorator
         if cell is None:
             # setdefault is atomic on dicts: concurrent first callers agree on one cell.
             cell = d.setdefault(self._attr, self._new_cell())
-        return _BoundRunOnce(self._fn.__get__(obj, objtype), cell)  # type: ignore[attr-defined]
+        return _BoundRunOnce(self._fn.__get__(obj, objtype), cell)
 
     def reset(self) -> None:
         """Re-arm (the function form; for a method use ``obj.method.reset()``)."""
