@@ -259,6 +259,10 @@ def test_run_once_method_runs_cleanup_exactly_once_per_instance() -> None:
     a.close.reset()
     assert not a.close.done() and a.close() == "closed after 2"
     assert b.cleanups.get() == 1
+    # Called through the class, the once is still the instance's.
+    assert Resource.close(b) == "closed after 1" and b.cleanups.get() == 1
+    c = Resource()
+    assert Resource.close(c) == "closed after 1" and c.close.done() and not Resource().close.done()
 
 
 def test_run_once_failure_is_retried() -> None:

@@ -269,6 +269,8 @@ def test_set_take_reset_and_none_values() -> None:
         assert repr(cell) == "AsyncOnceCell(4)"
         cell.reset()
         assert cell.get() is None
+        view = cell.local()
+        assert await view.get_or_init(none) is None and cell.is_initialized()
 
     asyncio.run(main())
 

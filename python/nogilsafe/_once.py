@@ -97,6 +97,13 @@ class AsyncOnceCell(Generic[T]):
             return value
         return await _get_or_init(self._cell, factory, timeout)
 
+    def local(self) -> AsyncOnceCell[T]:
+        """A per-thread view sharing this cell (see the package docs on ``.local()``)."""
+        view: AsyncOnceCell[T] = AsyncOnceCell.__new__(AsyncOnceCell)
+        view._cell = self._cell.local()
+        view._peek = view._cell.get
+        return view
+
     def get(self) -> T | None:
         """The value, or ``None`` if the cell is not initialised. Never waits."""
         return self._cell.get()
@@ -297,11 +304,20 @@ class run_once(Generic[P, R]):  # noqa: N801 - used as a decorator
         self._is_async = inspect.iscoroutinefunction(fn)
         self._cell = self._new_cell()
         self._attr = f"_nogilsafe_run_once_{getattr(fn, '__name__', 'fn')}_{id(self):x}"
+        # Set when assigned in a class body: then the first argument is the instance whose
+        # once this is, even when called as Class.method(obj).
+        self._is_method = False
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._is_method = True
 
     def _new_cell(self) -> Any:
         return AsyncOnceCell() if self._is_async else OnceCell()
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._is_method and args:
+            obj = args[0]
+            return self.__get__(obj, type(obj))(*args[1:], **kwargs)  # type: ignore[no-any-return]
         return self._cell.get_or_init(functools.partial(self._fn, *args, **kwargs))  # type: ignore[no-any-return]
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
