@@ -10,11 +10,14 @@ Contended initialisation: 16 threads, each with its own event loop running 100 t
 for the value at once (factory: ``await asyncio.sleep(0.01)``); wall time from the barrier release
 until every task has its value, and how many tasks failed. The seeds' pattern is run the same
 way to show how it breaks across loops.
+Thread scaling of the ready sync path (shared cell vs per-thread ``.local()`` views), up to
+BENCH_MAX_THREADS (default: the CPU count).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import threading
@@ -22,7 +25,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Table, emit  # noqa: E402
+from _harness import Impl, Table, emit, scaling_table  # noqa: E402
 
 from nogilsafe import AsyncOnceCell, AsyncSingleton, OnceCell, async_singleton, singleton  # noqa: E402
 
@@ -198,8 +201,39 @@ def contended_table() -> Table:
     return table
 
 
+def ready_cell() -> OnceCell[object]:
+    cell: OnceCell[object] = OnceCell()
+    cell.set(object())
+    return cell
+
+
+def loop_of(get: Any) -> Any:
+    def worker(shared: Any, i: int, ops: int) -> Any:
+        fn = get(shared)
+
+        def body() -> None:
+            for _ in range(ops):
+                fn()
+
+        return body
+
+    return worker
+
+
+def scaling() -> Table:
+    impls = [
+        Impl("module-level `if _x is None`", lambda: None, loop_of(lambda _: get_x)),
+        Impl("OnceCell.get_or_init(f), shared", ready_cell,
+             loop_of(lambda c: functools.partial(c.get_or_init, make))),
+        Impl("OnceCell.get_or_init(f), .local()", ready_cell,
+             loop_of(lambda c: functools.partial(c.local().get_or_init, make))),
+    ]
+    return scaling_table("Ready get_or_init by threads (sync)", impls, N // 4,
+                         reference="module-level `if _x is None`")
+
+
 def main() -> None:
-    emit("bench_once", [fast_path_table(), contended_table()])
+    emit("bench_once", [fast_path_table(), contended_table(), scaling()])
 
 
 if __name__ == "__main__":
