@@ -388,3 +388,36 @@ def test_async_run_once_failure_reaches_waiters_then_retries() -> None:
         assert await conn.close() == 2 and await conn.close() == 2
 
     asyncio.run(main())
+
+
+def test_stress_get_or_init_with_resets_across_loops() -> None:
+    cell: AsyncOnceCell[int] = AsyncOnceCell()
+    made = AtomicInt()
+    running = AtomicInt()
+    overlaps = AtomicInt()
+
+    async def factory() -> int:
+        if running.increment() > 1:
+            overlaps.increment()
+        n = made.increment()
+        await asyncio.sleep(0)
+        running.decrement()
+        return n
+
+    async def body(i: int) -> list[int]:
+        async def task(j: int) -> list[int]:
+            seen = []
+            for n in range(30):
+                seen.append(await cell.get_or_init(factory, timeout=20))
+                if (i + j + n) % 17 == 0:
+                    cell.reset()
+            return seen
+
+        return [v for vs in await asyncio.gather(*(task(j) for j in range(20))) for v in vs]
+
+    values = [v for per in on_loops(8, body) for v in per]
+    assert len(values) == 8 * 20 * 30
+    # Every value came from a completed factory run, and runs were serialised (ids 1..made).
+    assert set(values) <= set(range(1, made.get() + 1))
+    assert made.get() > 1 and overlaps.get() == 0  # re-initialised after resets, never two at once
+    assert cell._cell._waiting() == 0
