@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod atomic;
 mod errors;
 mod list;
+mod once;
 mod shared;
 mod sync;
 
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     atomic::register(m)?;
     list::register(m)?;
+    once::register(m)?;
     Ok(())
 }

@@ -14,6 +14,7 @@ from nogilsafe._core import (
     AtomicInt,
     LockTimeoutError,
     NogilsafeError,
+    OnceCell,
     ReentrancyError,
     StateConflictError,
     StateKeyError,
@@ -22,14 +23,28 @@ from nogilsafe._core import (
     ThreadSafeList,
     ThreadSafeStateError,
 )
+from nogilsafe._once import (
+    AsyncOnceCell,
+    AsyncSingleton,
+    AsyncSingletonFunction,
+    SingletonFunction,
+    async_singleton,
+    run_once,
+    singleton,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncOnceCell",
+    "AsyncSingleton",
+    "AsyncSingletonFunction",
     "AtomicInt",
     "LockTimeoutError",
     "NogilsafeError",
+    "OnceCell",
     "ReentrancyError",
+    "SingletonFunction",
     "StateConflictError",
     "StateKeyError",
     "StateRollbackError",
@@ -37,6 +52,9 @@ __all__ = [
     "ThreadSafeList",
     "ThreadSafeStateError",
     "__version__",
+    "async_singleton",
+    "run_once",
+    "singleton",
 ]
 
 # The Rust types cannot inherit from the ABCs; registering makes isinstance checks work.

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from types import GenericAlias
-from typing import Any, SupportsIndex, TypeVar, final, overload
+from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
 
 from typing_extensions import Self
 
@@ -143,3 +143,48 @@ class ThreadSafeList(MutableSequence[_T]):
     __hash__: None  # type: ignore[assignment]
     def __reduce__(self) -> tuple[Any, ...]: ...
     def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
+
+@final
+class OnceCell(Generic[_T]):
+    """A value computed at most once, shared by every thread.
+
+    ``get_or_init(factory)`` runs ``factory()`` in exactly one caller; concurrent callers wait
+    with the GIL released. If ``factory`` raises, every caller that waited for that attempt gets
+    the exception and the cell stays empty, so a later call retries. Reading a ready value never
+    locks.
+    """
+
+    def __init__(self) -> None: ...
+    def local(self) -> OnceCell[_T]:
+        """A per-thread view sharing this cell."""
+    def get_or_init(self, factory: Callable[[], _T], timeout: float | None = None) -> _T:
+        """The value, computing it with ``factory()`` if the cell is empty.
+
+        ``timeout`` bounds the wait for another thread's initialisation (``LockTimeoutError``);
+        calling it from inside its own factory raises ``ReentrancyError``.
+        """
+    def get(self) -> _T | None:
+        """The value, or ``None`` if not initialised. Never blocks."""
+    def is_initialized(self) -> bool: ...
+    def set(self, value: _T) -> bool:
+        """Store ``value`` if the cell is empty and no initialisation runs; True if stored."""
+    def take(self) -> _T | None:
+        """Empty the cell and return its value; an initialisation in progress is left alone."""
+    def reset(self) -> None:
+        """Empty the cell, so the next ``get_or_init`` runs its factory again."""
+    # The protocol driven by nogilsafe._once.AsyncOnceCell (private).
+    def _begin(self) -> tuple[int, Any]: ...
+    def _add_waiter(self, id: int, loop: Any, future: Any, /) -> bool: ...
+    def _remove_waiter(self, id: int, future: Any, /) -> None: ...
+    def _complete(self, id: int, value: _T, /) -> None: ...
+    def _fail(self, id: int, exc: BaseException, /) -> None: ...
+    def _abandon(self, id: int, /) -> None: ...
+    def _waiting(self) -> int:
+        """How many callers wait for the initialisation in progress (for tests)."""
+
+@final
+class _OnceAttempt:
+    @property
+    def id(self) -> int: ...
+    def outcome(self) -> tuple[int, Any] | None: ...
+
