@@ -3,6 +3,8 @@
 use pyo3::prelude::*;
 
 mod atomic;
+mod dict;
+mod key;
 mod errors;
 mod shared;
 mod sync;
@@ -13,5 +15,6 @@ mod sync;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     atomic::register(m)?;
+    dict::register(m)?;
     Ok(())
 }

@@ -7,8 +7,12 @@ Python object contend on its reference count, and threads that each hold their o
 
 from __future__ import annotations
 
+import collections.abc as _abc
+
 from nogilsafe import _core
 from nogilsafe._core import (
+    DELETE,
+    MISSING,
     AtomicInt,
     LockTimeoutError,
     NogilsafeError,
@@ -17,12 +21,17 @@ from nogilsafe._core import (
     StateKeyError,
     StateRollbackError,
     StateVersionError,
+    ThreadSafeDict,
     ThreadSafeStateError,
 )
+
+_abc.MutableMapping.register(ThreadSafeDict)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DELETE",
+    "MISSING",
     "AtomicInt",
     "LockTimeoutError",
     "NogilsafeError",
@@ -31,6 +40,7 @@ __all__ = [
     "StateKeyError",
     "StateRollbackError",
     "StateVersionError",
+    "ThreadSafeDict",
     "ThreadSafeStateError",
     "__version__",
 ]
