@@ -195,7 +195,7 @@ fn missing_obj(py: Python<'_>) -> &Bound<'_, Sentinel> {
 }
 
 fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
-    PyKeyError::new_err(key.clone().unbind())
+    PyKeyError::new_err((key.clone().unbind(),))
 }
 
 /// Value comparison for `compare_and_set`/`pop_if`: identity, or equality of plain values
