@@ -343,7 +343,6 @@ impl ThreadSafeDict {
 
     /// Insert or replace; returns the previous value (released by the caller, after the lock).
     fn set_kv(&self, k: &HKey<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        let py = k.obj.py();
         let core = &self.core;
         self.with_key(k, |shard, probe, _grave| {
             let stamp = shard.next_stamp();
@@ -357,7 +356,6 @@ impl ThreadSafeDict {
             insert_new(core, shard, k, value.clone().unbind(), stamp);
             Some(None)
         })
-        .map(|old| old.map(|o| o.clone_ref(py)))
     }
 
     /// Remove `key` if `pred(value)`; returns the removed value.
