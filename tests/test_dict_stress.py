@@ -203,3 +203,62 @@ def test_million_set_delete_cycles_soak() -> None:
     now, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(gc.get_objects()) - before < 100 and now - base < 64 * 1024
+
+
+def test_get_or_insert_with_waiters_take_over_after_a_failed_factory() -> None:
+    t = ThreadSafeDict()
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def work(i: int) -> object:
+        if i == 0:
+            def failing() -> object:
+                calls.append(0)
+                started.set()
+                release.wait(10)
+                raise ValueError("first factory fails")
+
+            with pytest.raises(ValueError):
+                t.get_or_insert_with("k", failing)
+            return None
+        started.wait(10)
+        if i == 1:
+            release.set()
+
+        def ok() -> object:
+            calls.append(i)
+            return ("made by", i)
+
+        return t.get_or_insert_with("k", ok, timeout=10)
+
+    out = [r[0] for r in run_concurrently(work, threads=4, timeout=30)]
+    assert calls[0] == 0 and len(calls) == 2  # the failure, then exactly one successful factory
+    assert out[1] == out[2] == out[3] == t["k"]
+
+
+def test_get_or_insert_with_waiter_times_out() -> None:
+    from nogilsafe import LockTimeoutError
+
+    t = ThreadSafeDict()
+    started = threading.Event()
+    release = threading.Event()
+
+    def work(i: int) -> None:
+        if i == 0:
+            def slow() -> int:
+                started.set()
+                release.wait(10)
+                return 1
+
+            assert t.get_or_insert_with("k", slow) == 1
+        else:
+            started.wait(10)
+            try:
+                with pytest.raises(LockTimeoutError):
+                    t.get_or_insert_with("k", lambda: 2, timeout=0.05)
+            finally:
+                release.set()
+
+    run_concurrently(work, threads=2, timeout=30)
+    assert t["k"] == 1
