@@ -100,7 +100,9 @@ pub struct DictCore {
 impl DictCore {
     fn new() -> Self {
         DictCore {
-            shards: (0..SHARDS).map(|_| Padded(RwLock::new(Shard::default()))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Padded(RwLock::new(Shard::default())))
+                .collect(),
             next_seq: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         }
@@ -140,7 +142,11 @@ impl Probe<'_, '_> {
         if let Some(b) = fast_eq(self.key, other.bind(py)) {
             return b;
         }
-        if let Some((_, d)) = self.decided.iter().find(|(k, _)| k.as_ptr() == other.as_ptr()) {
+        if let Some((_, d)) = self
+            .decided
+            .iter()
+            .find(|(k, _)| k.as_ptr() == other.as_ptr())
+        {
             return *d;
         }
         self.undecided.push(other.clone_ref(py));
@@ -183,7 +189,11 @@ impl Sentinel {
     }
 }
 
-fn sentinel<'py>(py: Python<'py>, cell: &'py PyOnceLock<Py<Sentinel>>, name: &'static str) -> &'py Bound<'py, Sentinel> {
+fn sentinel<'py>(
+    py: Python<'py>,
+    cell: &'py PyOnceLock<Py<Sentinel>>,
+    name: &'static str,
+) -> &'py Bound<'py, Sentinel> {
     cell.get_or_init(py, || Py::new(py, Sentinel { name }).expect("sentinel"))
         .bind(py)
 }
@@ -258,7 +268,11 @@ impl ThreadSafeDict {
         loop {
             let mut grave: Vec<Py<PyAny>> = Vec::new();
             let (r, undecided) = {
-                let mut probe = Probe { key: &k.obj, decided: &decided, undecided: Vec::new() };
+                let mut probe = Probe {
+                    key: &k.obj,
+                    decided: &decided,
+                    undecided: Vec::new(),
+                };
                 let r = {
                     let mut g = sync::write(py, lock);
                     op(&mut g, &mut probe, &mut grave)
@@ -284,7 +298,11 @@ impl ThreadSafeDict {
         let mut decided: Vec<(Py<PyAny>, bool)> = Vec::new();
         loop {
             let (r, undecided) = {
-                let mut probe = Probe { key: &k.obj, decided: &decided, undecided: Vec::new() };
+                let mut probe = Probe {
+                    key: &k.obj,
+                    decided: &decided,
+                    undecided: Vec::new(),
+                };
                 let g = sync::read(py, lock);
                 let r = op(&g, &mut probe);
                 drop(g);
@@ -348,7 +366,10 @@ impl ThreadSafeDict {
             let stamp = shard.next_stamp();
             if let Some(e) = shard.table.find_mut(k.hash, |e| probe.eq(&e.key)) {
                 e.stamp = stamp;
-                return Some(Some(std::mem::replace(&mut e.value, value.clone().unbind())));
+                return Some(Some(std::mem::replace(
+                    &mut e.value,
+                    value.clone().unbind(),
+                )));
             }
             if probe.unsure() {
                 return None;
@@ -506,8 +527,15 @@ impl ThreadSafeDict {
                 let mut targets: Vec<Option<*mut ffi::PyObject>> = Vec::with_capacity(pairs.len());
                 for (i, (k, _)) in pairs.iter().enumerate() {
                     let g = &guards[((k.hash >> 40) as usize) & (SHARDS - 1)];
-                    let mut probe = Probe { key: &k.obj, decided: &decided[i], undecided: Vec::new() };
-                    let found = g.table.find(k.hash, |e| probe.eq(&e.key)).map(|e| e.key.as_ptr());
+                    let mut probe = Probe {
+                        key: &k.obj,
+                        decided: &decided[i],
+                        undecided: Vec::new(),
+                    };
+                    let found = g
+                        .table
+                        .find(k.hash, |e| probe.eq(&e.key))
+                        .map(|e| e.key.as_ptr());
                     if found.is_none() && probe.unsure() {
                         unsure.push((i, probe.undecided));
                     }
@@ -578,7 +606,13 @@ fn insert_new(core: &DictCore, shard: &mut Shard, k: &HKey<'_>, value: Py<PyAny>
     let seq = core.next_seq.fetch_add(1, Ordering::Relaxed);
     shard.table.insert_unique(
         k.hash,
-        Entry { hash: k.hash, key: k.obj.clone().unbind(), value, seq, stamp },
+        Entry {
+            hash: k.hash,
+            key: k.obj.clone().unbind(),
+            value,
+            seq,
+            stamp,
+        },
         |e| e.hash,
     );
 }
@@ -639,23 +673,46 @@ impl ThreadSafeDict {
     /// Iterate over a snapshot of the keys taken now: never raises because of concurrent writes.
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let keys: Vec<Py<PyAny>> = self.ordered_items(py).into_iter().map(|(k, _)| k).collect();
-        PyList::new(py, keys)?.into_any().try_iter().map(|i| i.into_any())
+        PyList::new(py, keys)?
+            .into_any()
+            .try_iter()
+            .map(|i| i.into_any())
     }
 
     fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let keys: Vec<Py<PyAny>> = self.ordered_items(py).into_iter().rev().map(|(k, _)| k).collect();
-        PyList::new(py, keys)?.into_any().try_iter().map(|i| i.into_any())
+        let keys: Vec<Py<PyAny>> = self
+            .ordered_items(py)
+            .into_iter()
+            .rev()
+            .map(|(k, _)| k)
+            .collect();
+        PyList::new(py, keys)?
+            .into_any()
+            .try_iter()
+            .map(|i| i.into_any())
     }
 
     #[pyo3(signature = (key, default = None))]
-    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let k = HKey::new(key)?;
-        Ok(self.get_opt(&k)?.unwrap_or_else(|| default.unwrap_or_else(|| py.None())))
+        Ok(self
+            .get_opt(&k)?
+            .unwrap_or_else(|| default.unwrap_or_else(|| py.None())))
     }
 
     /// Insert `key` with `default` if absent (atomically); return the value now stored.
     #[pyo3(signature = (key, default = None))]
-    fn setdefault(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn setdefault(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.check()?;
         let k = HKey::new(key)?;
         let none = py.None().into_bound(py);
@@ -707,7 +764,11 @@ impl ThreadSafeDict {
             best.map(|(i, _, ptr, hash)| {
                 let g = &mut guards[i];
                 g.stamp += 1;
-                let o = g.table.find_entry(hash, |e| e.key.as_ptr() == ptr).ok().expect("found");
+                let o = g
+                    .table
+                    .find_entry(hash, |e| e.key.as_ptr() == ptr)
+                    .ok()
+                    .expect("found");
                 let (e, _) = o.remove();
                 (e.key, e.value)
             })
@@ -721,7 +782,12 @@ impl ThreadSafeDict {
     /// Like `dict.update`, but atomic: either every pair is applied or (on error) none is, and
     /// no reader sees a part of it.
     #[pyo3(signature = (arg = None, /, **kwargs))]
-    fn update(&self, py: Python<'_>, arg: Option<&Bound<'_, PyAny>>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn update(
+        &self,
+        py: Python<'_>,
+        arg: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         self.update_from(py, arg, kwargs)
     }
 
@@ -774,15 +840,27 @@ impl ThreadSafeDict {
 
     #[classmethod]
     #[pyo3(signature = (iterable, value = None))]
-    fn fromkeys(_cls: &Bound<'_, PyType>, py: Python<'_>, iterable: &Bound<'_, PyAny>, value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let d = py.get_type::<PyDict>().call_method1("fromkeys", (iterable, value))?;
+    fn fromkeys(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let d = py
+            .get_type::<PyDict>()
+            .call_method1("fromkeys", (iterable, value))?;
         Self::py_new(py, Some(&d), None)
     }
 
     #[classmethod]
-    fn __class_getitem__<'py>(cls: &Bound<'py, PyType>, item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
-        GENERIC_ALIAS.import(py, "types", "GenericAlias")?.call1((cls, item))
+        GENERIC_ALIAS
+            .import(py, "types", "GenericAlias")?
+            .call1((cls, item))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -790,14 +868,26 @@ impl ThreadSafeDict {
         // SAFETY: slf is live; ReprEnter/Leave are paired below.
         let busy = unsafe { ffi::Py_ReprEnter(slf.as_ptr()) };
         if busy != 0 {
-            return if busy > 0 { Ok("ThreadSafeDict({...})".into()) } else { Err(PyErr::fetch(py)) };
+            return if busy > 0 {
+                Ok("ThreadSafeDict({...})".into())
+            } else {
+                Err(PyErr::fetch(py))
+            };
         }
-        let r = slf.get().snapshot_dict(py).and_then(|d| d.repr().map(|s| s.to_string()));
+        let r = slf
+            .get()
+            .snapshot_dict(py)
+            .and_then(|d| d.repr().map(|s| s.to_string()));
         unsafe { ffi::Py_ReprLeave(slf.as_ptr()) };
         Ok(format!("ThreadSafeDict({})", r?))
     }
 
-    fn __richcmp__(&self, py: Python<'_>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+    fn __richcmp__(
+        &self,
+        py: Python<'_>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
         let eq = match op {
             CompareOp::Eq | CompareOp::Ne => {
                 if !Self::is_mapping(other)? {
@@ -833,7 +923,14 @@ impl ThreadSafeDict {
             return Ok(py.NotImplemented());
         }
         let new = Self::py_new(py, Some(other), None)?;
-        new.apply_batch(py, &self.ordered_items(py).iter().map(|(k, v)| Ok((HKey::new(k.bind(py))?, v.bind(py).clone()))).collect::<PyResult<Vec<_>>>()?)?;
+        new.apply_batch(
+            py,
+            &self
+                .ordered_items(py)
+                .iter()
+                .map(|(k, v)| Ok((HKey::new(k.bind(py))?, v.bind(py).clone())))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?;
         Ok(Py::new(py, new)?.into_any())
     }
 
@@ -844,7 +941,11 @@ impl ThreadSafeDict {
     /// Pickle/copy support: the items are set after the object exists, so cycles work.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        let items = slf.get().snapshot_dict(py)?.call_method0("items")?.try_iter()?;
+        let items = slf
+            .get()
+            .snapshot_dict(py)?
+            .call_method0("items")?
+            .try_iter()?;
         PyTuple::new(
             py,
             [
@@ -864,7 +965,13 @@ impl ThreadSafeDict {
     /// factory and all return its value. If it raises, the error propagates to its caller and
     /// one of the waiters runs its own factory.
     #[pyo3(signature = (key, factory, *, timeout = None))]
-    fn get_or_insert_with(&self, py: Python<'_>, key: &Bound<'_, PyAny>, factory: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn get_or_insert_with(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        factory: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         self.check()?;
         let deadline: Option<Instant> = sync::deadline(timeout)?;
         let k = HKey::new(key)?;
@@ -878,14 +985,25 @@ impl ThreadSafeDict {
                 if let Some(e) = shard.table.find(k.hash, |e| probe.eq(&e.key)) {
                     return Some(Act::Have(e.value.clone_ref(py)));
                 }
-                if let Some(p) = shard.pending.iter().find(|p| p.hash == k.hash && probe.eq(&p.key)) {
+                if let Some(p) = shard
+                    .pending
+                    .iter()
+                    .find(|p| p.hash == k.hash && probe.eq(&p.key))
+                {
                     return Some(Act::Wait(Arc::clone(&p.waiter)));
                 }
                 if probe.unsure() {
                     return None;
                 }
-                let w = Arc::new(Pending { state: Mutex::new(PendState::Running), cv: Condvar::new() });
-                shard.pending.push(PendingSlot { hash: k.hash, key: k.obj.clone().unbind(), waiter: Arc::clone(&w) });
+                let w = Arc::new(Pending {
+                    state: Mutex::new(PendState::Running),
+                    cv: Condvar::new(),
+                });
+                shard.pending.push(PendingSlot {
+                    hash: k.hash,
+                    key: k.obj.clone().unbind(),
+                    waiter: Arc::clone(&w),
+                });
                 Some(Act::Run(w))
             })?;
             match act {
@@ -896,7 +1014,10 @@ impl ThreadSafeDict {
                         match &*g {
                             PendState::Running => {
                                 if !sync::wait_until(py, &w.cv, &mut g, deadline) {
-                                    return Err(sync::timeout_error("ThreadSafeDict.get_or_insert_with", timeout));
+                                    return Err(sync::timeout_error(
+                                        "ThreadSafeDict.get_or_insert_with",
+                                        timeout,
+                                    ));
                                 }
                             }
                             PendState::Done(v) => return Ok(v.clone_ref(py)),
@@ -909,11 +1030,18 @@ impl ThreadSafeDict {
                     let core = &self.core;
                     let result = made.and_then(|v| {
                         self.with_key(&k, |shard, probe, grave| {
-                            let existing = shard.table.find(k.hash, |e| probe.eq(&e.key)).map(|e| e.value.clone_ref(py));
+                            let existing = shard
+                                .table
+                                .find(k.hash, |e| probe.eq(&e.key))
+                                .map(|e| e.value.clone_ref(py));
                             if existing.is_none() && probe.unsure() {
                                 return None;
                             }
-                            if let Some(pos) = shard.pending.iter().position(|p| Arc::ptr_eq(&p.waiter, &w)) {
+                            if let Some(pos) = shard
+                                .pending
+                                .iter()
+                                .position(|p| Arc::ptr_eq(&p.waiter, &w))
+                            {
                                 grave.push(shard.pending.swap_remove(pos).key);
                             }
                             Some(match existing {
@@ -930,7 +1058,11 @@ impl ThreadSafeDict {
                         let mut grave: Vec<PendingSlot> = Vec::new();
                         {
                             let mut shard = sync::write(py, core.shard(k.hash));
-                            if let Some(pos) = shard.pending.iter().position(|p| Arc::ptr_eq(&p.waiter, &w)) {
+                            if let Some(pos) = shard
+                                .pending
+                                .iter()
+                                .position(|p| Arc::ptr_eq(&p.waiter, &w))
+                            {
                                 grave.push(shard.pending.swap_remove(pos));
                             }
                         }
@@ -953,7 +1085,12 @@ impl ThreadSafeDict {
     /// Atomically replace `key`'s value with `fn(value)` (`fn(nogilsafe.MISSING)` when absent)
     /// and return it. `fn` runs with no lock held and reruns if the entry changed meanwhile;
     /// returning `nogilsafe.DELETE` removes the key (the call then returns None).
-    fn compute(&self, py: Python<'_>, key: &Bound<'_, PyAny>, r#fn: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn compute(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        r#fn: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
         let k = HKey::new(key)?;
         let r = self.compute_with(&k, |cur| {
             let arg = match cur {
@@ -961,7 +1098,11 @@ impl ThreadSafeDict {
                 None => missing_obj(py).clone().into_any(),
             };
             let out = r#fn.call1((arg,))?;
-            Ok(if out.is(delete_obj(py)) { Outcome::Delete } else { Outcome::Store(out.unbind()) })
+            Ok(if out.is(delete_obj(py)) {
+                Outcome::Delete
+            } else {
+                Outcome::Store(out.unbind())
+            })
         })?;
         Ok(r.unwrap_or_else(|| py.None()))
     }
@@ -969,7 +1110,13 @@ impl ThreadSafeDict {
     /// Atomically replace `key`'s value with `fn(value)`; an absent key uses `default` (or
     /// raises KeyError without one). Returning `nogilsafe.DELETE` removes the key.
     #[pyo3(signature = (key, r#fn, default = None))]
-    fn update_value(&self, py: Python<'_>, key: &Bound<'_, PyAny>, r#fn: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn update_value(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        r#fn: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let k = HKey::new(key)?;
         let default = default.filter(|d| !d.is(missing_obj(py)));
         let mut absent = false;
@@ -984,7 +1131,11 @@ impl ThreadSafeDict {
             };
             absent = false;
             let out = r#fn.call1((arg,))?;
-            Ok(if out.is(delete_obj(py)) { Outcome::Delete } else { Outcome::Store(out.unbind()) })
+            Ok(if out.is(delete_obj(py)) {
+                Outcome::Delete
+            } else {
+                Outcome::Store(out.unbind())
+            })
         })?;
         if absent {
             return Err(key_error(key));
@@ -995,7 +1146,12 @@ impl ThreadSafeDict {
     /// Set `key` to `new` only if its current value is `expected`: the same object, or an equal
     /// plain value (int/float/str/bytes/bool/None/tuples of those, compared in C). A Python
     /// `__eq__` is never called. Returns whether it stored.
-    fn compare_and_set(&self, key: &Bound<'_, PyAny>, expected: &Bound<'_, PyAny>, new: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn compare_and_set(
+        &self,
+        key: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+        new: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
         self.check()?;
         let k = HKey::new(key)?;
         let py = key.py();
@@ -1026,17 +1182,31 @@ impl ThreadSafeDict {
 
     /// Store `value` and return the previous value (`default` if the key was absent).
     #[pyo3(signature = (key, value, default = None))]
-    fn swap(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn swap(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.check()?;
         let k = HKey::new(key)?;
-        Ok(self.set_kv(&k, value)?.unwrap_or_else(|| default.unwrap_or_else(|| py.None())))
+        Ok(self
+            .set_kv(&k, value)?
+            .unwrap_or_else(|| default.unwrap_or_else(|| py.None())))
     }
 
     /// Add `delta` to `key`'s value (`default` when absent) and return the result. Exact ints
     /// that fit 64 bits are added in Rust under the shard lock; anything else falls back to
     /// `value + delta` run optimistically with no lock held.
     #[pyo3(signature = (key, delta = None, default = None))]
-    fn increment(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: Option<&Bound<'_, PyAny>>, default: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn increment(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: Option<&Bound<'_, PyAny>>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.check()?;
         let k = HKey::new(key)?;
         let one = 1i64.into_pyobject(py)?.into_any();
@@ -1049,7 +1219,8 @@ impl ThreadSafeDict {
                 let stamp = shard.stamp + 1;
                 match shard.table.find_mut(k.hash, |e| probe.eq(&e.key)) {
                     Some(e) => {
-                        let Some(new) = small_int(e.value.bind(py)).and_then(|v| v.checked_add(d)) else {
+                        let Some(new) = small_int(e.value.bind(py)).and_then(|v| v.checked_add(d))
+                        else {
                             return Some(None);
                         };
                         let obj = new.into_pyobject(py).expect("int").into_any().unbind();

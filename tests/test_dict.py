@@ -306,3 +306,18 @@ def test_compute_and_update_value() -> None:
     assert t.compute("k", lambda v: t["k"] + v) == 10  # reads inside fn are fine
     assert repr(DELETE) == "nogilsafe.DELETE" and not MISSING
     assert pickle.loads(pickle.dumps(DELETE)) is DELETE
+
+
+def test_operations_with_itself_do_not_deadlock() -> None:
+    from nogilsafe.testing import run_concurrently
+
+    def body(_i: int) -> None:
+        t = ThreadSafeDict(a=1)
+        t.update(t)
+        t |= t
+        t.update_many(t)
+        assert t == t and not (t != t)
+        assert t | t == {"a": 1}
+        assert ThreadSafeDict(t) == t
+
+    run_concurrently(body, threads=1, timeout=10)
