@@ -18,7 +18,7 @@ THREADS = 8
 
 def test_increment_totals_are_exact() -> None:
     t = ThreadSafeDict()
-    n = 2000
+    n = 5000
 
     def work(i: int) -> None:
         v = t.local() if i % 2 else t
@@ -48,7 +48,7 @@ def test_get_or_insert_with_runs_one_factory_per_key() -> None:
     def work(i: int) -> dict[int, object]:
         rng = random.Random(i)
         got = {}
-        for _ in range(400):
+        for _ in range(1000):
             k = rng.randrange(keys)
             v = t.get_or_insert_with(k, factory, timeout=30)
             assert got.setdefault(k, v) is v
@@ -86,7 +86,7 @@ def test_iteration_during_writes_sees_only_real_keys() -> None:
                 else:
                     t.update({k: 5, f"k{rng.randrange(128)}": 6})
             return 0
-        for _ in range(150):
+        for _ in range(400):
             assert set(t) <= universe
             assert set(t.keys()) <= universe
             items = list(t.items())
@@ -117,7 +117,7 @@ def test_update_many_is_never_seen_half_applied() -> None:
                 t.update_many({k: gen for k in keys})
             return 0
         seen = 0
-        for _ in range(200):
+        for _ in range(500):
             snap = t.snapshot()
             assert len(set(snap.values())) == 1, "update_many observed half-applied"
             assert len(set(t.values())) == 1
@@ -137,7 +137,7 @@ def test_mixed_operations_keep_len_exact() -> None:
     def work(i: int) -> None:
         rng = random.Random(i)
         mine = [(i, j) for j in range(40)]
-        for _ in range(1500):
+        for _ in range(4000):
             k = rng.choice(mine)
             shared = rng.randrange(20)
             op = rng.randrange(5)
