@@ -3,7 +3,9 @@
 use pyo3::prelude::*;
 
 mod atomic;
+mod dict;
 mod errors;
+mod key;
 mod list;
 mod once;
 mod shared;
@@ -17,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     atomic::register(m)?;
     list::register(m)?;
     once::register(m)?;
+    dict::register(m)?;
     Ok(())
 }

@@ -11,6 +11,8 @@ import collections.abc as _abc
 
 from nogilsafe import _core
 from nogilsafe._core import (
+    DELETE,
+    MISSING,
     AtomicInt,
     LockTimeoutError,
     NogilsafeError,
@@ -21,6 +23,7 @@ from nogilsafe._core import (
     StateRollbackError,
     StateVersionError,
     ThreadSafeList,
+    ThreadSafeDict,
     ThreadSafeStateError,
 )
 from nogilsafe._once import (
@@ -39,6 +42,8 @@ __all__ = [
     "AsyncOnceCell",
     "AsyncSingleton",
     "AsyncSingletonFunction",
+    "DELETE",
+    "MISSING",
     "AtomicInt",
     "LockTimeoutError",
     "NogilsafeError",
@@ -50,6 +55,7 @@ __all__ = [
     "StateRollbackError",
     "StateVersionError",
     "ThreadSafeList",
+    "ThreadSafeDict",
     "ThreadSafeStateError",
     "__version__",
     "async_singleton",
@@ -58,4 +64,5 @@ __all__ = [
 ]
 
 # The Rust types cannot inherit from the ABCs; registering makes isinstance checks work.
+_abc.MutableMapping.register(ThreadSafeDict)
 _abc.MutableSequence.register(ThreadSafeList)

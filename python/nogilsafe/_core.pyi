@@ -1,6 +1,15 @@
 """Type stubs for nogilsafe's native core."""
 
-from collections.abc import Callable, Iterable, Iterator, MutableSequence
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableSequence,
+    ValuesView,
+)
 from types import GenericAlias
 from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
 
@@ -188,3 +197,113 @@ class _OnceAttempt:
     def id(self) -> int: ...
     def outcome(self) -> tuple[int, Any] | None: ...
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+@final
+class Sentinel:
+    """The type of ``DELETE`` and ``MISSING``."""
+
+    def __bool__(self) -> bool: ...
+
+DELETE: Sentinel
+"""Returned by a ``compute``/``update_value`` function: remove the key."""
+MISSING: Sentinel
+"""Passed to a ``compute`` function when the key is absent."""
+
+@final
+class ThreadSafeDict(Generic[_K, _V]):
+    """A dict shared by threads: sharded, every operation atomic, iteration on snapshots.
+
+    Registered as a ``collections.abc.MutableMapping``. Iteration, ``keys()``, ``values()`` and
+    ``items()`` work on a consistent snapshot taken at the call and never raise because of
+    concurrent writes. Whole-table operations (``update``, ``clear``, ``snapshot``, ``len``,
+    ``==``) see or make a consistent cut. Callables (``compute``, factories, a key's ``__eq__``)
+    never run under a lock; if they modify the same dict they get ``ReentrancyError``.
+    """
+
+    @overload
+    def __init__(self) -> None: ...
+    @overload
+    def __init__(self: ThreadSafeDict[str, _V], **kwargs: _V) -> None: ...
+    @overload
+    def __init__(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None: ...
+    @overload
+    def __init__(
+        self: ThreadSafeDict[str, _V], arg: Mapping[str, _V] | Iterable[tuple[str, _V]], /, **kwargs: _V
+    ) -> None: ...
+    def local(self) -> ThreadSafeDict[_K, _V]:
+        """A per-thread view sharing this dict's table."""
+    def __getitem__(self, key: _K, /) -> _V: ...
+    def __setitem__(self, key: _K, value: _V, /) -> None: ...
+    def __delitem__(self, key: _K, /) -> None: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def __bool__(self) -> bool: ...
+    def __iter__(self) -> Iterator[_K]:
+        """Iterate over a snapshot of the keys taken now."""
+    def __reversed__(self) -> Iterator[_K]: ...
+    @overload
+    def get(self, key: _K, default: None = None, /) -> _V | None: ...
+    @overload
+    def get(self, key: _K, default: _V | _T, /) -> _V | _T: ...
+    def setdefault(self, key: _K, default: _V = ..., /) -> _V:
+        """Insert ``key`` with ``default`` if absent, atomically; return the stored value."""
+    @overload
+    def pop(self, key: _K, /) -> _V: ...
+    @overload
+    def pop(self, key: _K, default: _V | _T, /) -> _V | _T: ...
+    def popitem(self) -> tuple[_K, _V]:
+        """Remove and return the most recently inserted pair (O(n))."""
+    def update(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] = ..., /, **kwargs: _V) -> None:
+        """Like ``dict.update``, but all-or-nothing and never seen half-applied."""
+    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None:
+        """Apply every pair atomically."""
+    def clear(self) -> None: ...
+    def copy(self) -> ThreadSafeDict[_K, _V]:
+        """A shallow, independent copy taken atomically."""
+    def __copy__(self) -> ThreadSafeDict[_K, _V]: ...
+    def snapshot(self) -> dict[_K, _V]:
+        """A plain ``dict`` copy taken atomically."""
+    def keys(self) -> KeysView[_K]:
+        """The keys of a snapshot taken now (set operations work)."""
+    def values(self) -> ValuesView[_V]:
+        """The values of a snapshot taken now."""
+    def items(self) -> ItemsView[_K, _V]:
+        """The items of a snapshot taken now."""
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[_T], value: Any = None, /) -> ThreadSafeDict[_T, Any]: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
+    def __or__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
+    def __ror__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
+    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...
+    def get_or_insert_with(self, key: _K, factory: Callable[[], _V], /, *, timeout: float | None = None) -> _V:
+        """Return ``key``'s value, inserting ``factory()`` first if absent.
+
+        ``factory`` runs with no lock held, once per successful insert: concurrent callers for
+        the same key wait (``LockTimeoutError`` after ``timeout`` seconds) and get the same value.
+        """
+    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel], /) -> _V | None:
+        """Store ``fn(value)`` (``fn(MISSING)`` when absent) atomically; ``DELETE`` removes the key.
+
+        ``fn`` runs with no lock held and reruns if the entry changed meanwhile. Returns the new
+        value, or None when the key was deleted.
+        """
+    def update_value(self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ..., /) -> _V | None:
+        """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default)."""
+    def compare_and_set(self, key: _K, expected: object, new: _V, /) -> bool:
+        """Set ``key`` to ``new`` if its value is ``expected`` (identity, or C-level equality of
+        int/float/str/bytes/bool/None/tuples of those; never a Python ``__eq__``)."""
+    def pop_if(self, key: _K, expected: object, /) -> bool:
+        """Remove ``key`` if its value is ``expected`` (same rule as ``compare_and_set``)."""
+    def swap(self, key: _K, value: _V, default: Any = None, /) -> Any:
+        """Store ``value``; return the previous value (``default`` if absent)."""
+    def increment(self, key: _K, delta: Any = 1, default: Any = 0, /) -> Any:
+        """Add ``delta`` to the value (``default`` when absent) atomically; return the result."""
+    @property
+    def compute_retries(self) -> int:
+        """How many times an optimistic operation reran its function."""
