@@ -29,15 +29,7 @@ pub struct AtomicInt {
     core: Arc<AtomicCore>,
 }
 
-impl SharedCore for AtomicInt {
-    type Core = AtomicCore;
-    fn core(&self) -> &Arc<AtomicCore> {
-        &self.core
-    }
-    fn from_core(core: Arc<AtomicCore>) -> Self {
-        AtomicInt { core }
-    }
-}
+crate::shared::shared_core!(AtomicInt, AtomicCore);
 
 fn overflow(op: &str, a: i64, b: i64) -> PyErr {
     PyOverflowError::new_err(format!(

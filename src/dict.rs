@@ -236,15 +236,7 @@ pub struct ThreadSafeDict {
     core: Arc<DictCore>,
 }
 
-impl SharedCore for ThreadSafeDict {
-    type Core = DictCore;
-    fn core(&self) -> &Arc<DictCore> {
-        &self.core
-    }
-    fn from_core(core: Arc<DictCore>) -> Self {
-        ThreadSafeDict { core }
-    }
-}
+crate::shared::shared_core!(ThreadSafeDict, DictCore);
 
 /// Ordered, owned copy of the contents taken under every shard's read lock.
 type Items = Vec<(Py<PyAny>, Py<PyAny>)>;

@@ -87,15 +87,7 @@ pub struct ThreadSafeList {
     core: Arc<ListCore>,
 }
 
-impl SharedCore for ThreadSafeList {
-    type Core = ListCore;
-    fn core(&self) -> &Arc<ListCore> {
-        &self.core
-    }
-    fn from_core(core: Arc<ListCore>) -> Self {
-        ThreadSafeList { core }
-    }
-}
+crate::shared::shared_core!(ThreadSafeList, ListCore);
 
 // ---------------------------------------------------------------------------------------------
 // Comparisons

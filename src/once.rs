@@ -312,15 +312,7 @@ pub struct OnceCell {
     core: Arc<OnceCore>,
 }
 
-impl SharedCore for OnceCell {
-    type Core = OnceCore;
-    fn core(&self) -> &Arc<OnceCore> {
-        &self.core
-    }
-    fn from_core(core: Arc<OnceCore>) -> Self {
-        OnceCell { core }
-    }
-}
+crate::shared::shared_core!(OnceCell, OnceCore);
 
 /// A handle on one attempt, for the async glue: its id and, once ended, its outcome.
 #[pyclass(frozen, module = "nogilsafe._core", name = "_OnceAttempt")]

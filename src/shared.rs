@@ -24,3 +24,19 @@ pub trait SharedCore: Sized {
         Arc::as_ptr(self.core())
     }
 }
+
+/// `impl SharedCore` for a pyclass whose only field is `core: Arc<$core>`.
+macro_rules! shared_core {
+    ($ty:ident, $core:ty) => {
+        impl $crate::shared::SharedCore for $ty {
+            type Core = $core;
+            fn core(&self) -> &::std::sync::Arc<$core> {
+                &self.core
+            }
+            fn from_core(core: ::std::sync::Arc<$core>) -> Self {
+                $ty { core }
+            }
+        }
+    };
+}
+pub(crate) use shared_core;
