@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod atomic;
 mod errors;
 mod shared;
+mod state;
 mod sync;
 
 /// `gil_used = false`: importing the module never re-enables the GIL on a free-threaded build.
@@ -13,5 +14,6 @@ mod sync;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     atomic::register(m)?;
+    state::register(m)?;
     Ok(())
 }

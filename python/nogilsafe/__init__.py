@@ -16,9 +16,18 @@ from nogilsafe._core import (
     StateConflictError,
     StateKeyError,
     StateRollbackError,
+    StateChange,
+    StateSnapshot,
+    StateSubscription,
+    StateTransaction,
     StateVersionError,
+    ThreadSafeState,
     ThreadSafeStateError,
 )
+
+import collections.abc as _abc  # noqa: E402
+
+_abc.Mapping.register(StateSnapshot)
 
 __version__ = "0.1.0"
 
@@ -30,7 +39,12 @@ __all__ = [
     "StateConflictError",
     "StateKeyError",
     "StateRollbackError",
+    "StateChange",
+    "StateSnapshot",
+    "StateSubscription",
+    "StateTransaction",
     "StateVersionError",
+    "ThreadSafeState",
     "ThreadSafeStateError",
     "__version__",
 ]
