@@ -762,8 +762,9 @@ impl ThreadSafeState {
             let (base_number, inner) = {
                 let tx = view.get();
                 let mut g = sync::lock(py, &tx.inner);
+                let inner = std::mem::take(&mut *g);
                 g.closed = true;
-                (tx.base.number, std::mem::take(&mut *g))
+                (tx.base.number, inner)
             };
             let result = result?;
             if inner.writes.is_empty() {
