@@ -153,8 +153,17 @@ def test_wait_for_async_timeout() -> None:
         raise AssertionError("no timeout")
 
     asyncio.run(main())
-    # The cancelled waiter was unregistered, and a commit with a closed loop is harmless.
+    assert s.metrics()["async_waiters"] == 0  # the timed-out waiter unregistered itself
     s.set("x", 1)
+
+
+def test_commit_ignores_waiters_of_closed_loops() -> None:
+    s = ThreadSafeState()
+    loop = asyncio.new_event_loop()
+    fut = loop.create_future()
+    s._register_async_waiter(loop, fut)  # type: ignore[attr-defined]
+    loop.close()
+    assert s.set("x", 1) == 1 and s.metrics()["async_waiters"] == 0
 
 
 def test_history_memory_is_proportional_to_changes() -> None:

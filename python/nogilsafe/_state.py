@@ -31,8 +31,8 @@ async def _wait(state: Any, predicate: Callable[[Any], object]) -> Any:
                 return snap
             await fut
         finally:
-            if not fut.done():
-                state._discard_async_waiter(fut)
+            # Woken waiters are already gone; a timed-out or failed one is removed here.
+            state._discard_async_waiter(fut)
 
 
 async def wait_for_async(state: Any, predicate: Callable[[Any], object], timeout: float | None) -> Any:

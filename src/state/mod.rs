@@ -669,6 +669,7 @@ impl ThreadSafeState {
         d.set_item("current_version", cur.number)?;
         d.set_item("key_count", cur.map.len())?;
         d.set_item("subscribers", self.core.n_subs.load(Ordering::Relaxed))?;
+        d.set_item("async_waiters", self.core.n_async.load(Ordering::Relaxed))?;
         d.set_item("isolation", self.core.isolation.name())?;
         Ok(d)
     }
