@@ -689,16 +689,19 @@ impl ThreadSafeState {
             let result = sync::in_callback(self.core_ptr(), || r#fn.call1((arg,)))?;
             let new = self.freeze(&result)?;
             let k = Arc::clone(&key);
+            // The closure gets a clone: on conflict it drops under the writer lock, and `new`
+            // (which may hold a deep copy with a __del__) must drop after it.
+            let nv = Arc::clone(&new);
             let o = self.core.commit(py, changed_by, |c| c.update_withs += 1, |cur| {
                 let old = cur.map.get(&k);
                 if !same(old, seen.as_ref()) {
                     return Plan::Conflict;
                 }
                 let mut m = cur.map.clone();
-                let old = m.insert(Arc::clone(&k), Arc::clone(&new));
-                Plan::Commit(m, vec![Pending::of(k, "update_with", old, Some(new))])
+                let old = m.insert(Arc::clone(&k), Arc::clone(&nv));
+                Plan::Commit(m, vec![Pending::of(k, "update_with", old, Some(nv))])
             })?;
-            drop(seen);
+            drop((seen, new));
             match o {
                 Outcome::Conflict => {
                     self.core.retries.fetch_add(1, Ordering::Relaxed);
