@@ -523,3 +523,31 @@ def test_dropping_state_with_deep_values_runs_del_outside_locks() -> None:
 def test_conflict_error_type() -> None:
     assert issubclass(StateConflictError, ThreadSafeStateError)
     assert copy.copy is not None
+
+
+def test_clear_records_each_removed_key() -> None:
+    s = ThreadSafeState({"a": 1, "b": [2]})
+    v = s.clear(changed_by="reset")
+    assert v == 1 and len(s) == 0
+    h = s.history()
+    assert sorted((c.key, c.operation, c.old_value, c.new_value) for c in h) == [
+        ("a", "clear", 1, None), ("b", "clear", [2], None)]
+    assert {c.changed_by for c in h} == {"reset"} and s.clear() == 1
+    s.rollback(0)
+    assert dict(s.items()) == {"a": 1, "b": [2]}
+
+
+def test_bad_input_leaves_state_unchanged() -> None:
+    s = ThreadSafeState({"a": 1})
+
+    class NoCopy:
+        def __deepcopy__(self, memo: object) -> object:
+            raise RuntimeError("cannot copy")
+
+    with pytest.raises(RuntimeError, match="cannot copy"):
+        s.update({"b": 2, "c": NoCopy()})
+    with pytest.raises(TypeError):
+        s.update({"b": 2, 3: 4})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        s.update_with(5, lambda v: v)  # type: ignore[arg-type]
+    assert dict(s.items()) == {"a": 1} and s.version == 0 and s.history() == []
