@@ -57,7 +57,7 @@ pub struct ChangeRecord {
     new: Option<Arc<Frozen>>,
     /// For a rollback: (version rolled back from, target version).
     versions: Option<(u64, u64)>,
-    changed_by: Option<String>,
+    changed_by: Option<Arc<str>>,
     timestamp: f64,
 }
 
@@ -228,7 +228,7 @@ impl StateCore {
             number = cur.number + 1;
             old_roots.push(cur);
             let ts = now();
-            let by = changed_by.map(str::to_owned);
+            let by: Option<Arc<str>> = changed_by.map(Arc::from);
             records = pending
                 .into_iter()
                 .map(|p| {
@@ -481,9 +481,12 @@ impl ThreadSafeState {
     #[pyo3(signature = (mapping, changed_by = None))]
     fn update(&self, py: Python<'_>, mapping: &Bound<'_, PyAny>, changed_by: Option<&str>) -> PyResult<u64> {
         self.check()?;
-        let dict = py.get_type::<PyDict>().call1((mapping,))?;
-        let mut items = Vec::new();
-        for (k, v) in dict.cast::<PyDict>()?.iter() {
+        let dict = match mapping.cast::<PyDict>() {
+            Ok(d) => d.clone(),
+            Err(_) => py.get_type::<PyDict>().call1((mapping,))?.cast_into::<PyDict>()?,
+        };
+        let mut items = Vec::with_capacity(dict.len());
+        for (k, v) in dict.iter() {
             items.push((key_of(&k)?, self.freeze(&v)?));
         }
         if items.is_empty() {
