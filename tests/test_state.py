@@ -484,7 +484,7 @@ def test_subscriber_may_write_to_the_state() -> None:
                 s.set("mirror", c.new_value)
 
     s.subscribe(mirror)
-    s.set("a", 5)
+    in_thread(lambda: s.set("a", 5))
     assert s.get("mirror") == 5
 
 
@@ -502,21 +502,46 @@ def test_wait_for_returns_immediately_when_true_and_times_out() -> None:
         s.wait_for(lambda st: True, timeout=-1)
 
 
+def in_thread(fn) -> None:  # type: ignore[no-untyped-def]
+    """Run ``fn`` in a thread joined with a timeout: a deadlock fails the test, never hangs it."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "deadlock: the scenario did not finish in 10s"
+    if errors:
+        raise errors[0]
+
+
 def test_dropping_state_with_deep_values_runs_del_outside_locks() -> None:
     deleted: list[int] = []
 
     class Tracked:
         def __del__(self) -> None:
-            # Re-entering a state from __del__ must not deadlock.
+            # Re-entering states from __del__ must not deadlock.
             other.set("deleted", len(deleted))
+            s.get("t")
             deleted.append(1)
 
     other = ThreadSafeState()
     s = ThreadSafeState(max_history=1, isolation="reference")
-    s.set("t", Tracked())
-    s.set("t", 1)
-    s.set("t", 2)  # evicts the version holding Tracked: its __del__ runs after the commit
-    gc.collect()
+
+    def scenario() -> None:
+        s.set("t", Tracked())
+        s.set("t", 1)
+        s.set("t", 2)  # evicts the version holding Tracked: its __del__ runs after the commit
+        gc.collect()
+
+    in_thread(scenario)
     assert deleted == [1] and other.get("deleted") == 0
 
 
