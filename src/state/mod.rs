@@ -16,6 +16,15 @@
 //!   callback mutating the same state gets `ReentrancyError` instead of conflicting forever.
 //! - Notification happens after the writer lock is released: the `changed` condvar (for
 //!   `wait_for`), async waiters (woken with `loop.call_soon_threadsafe`), then subscribers.
+//!
+//! Documented choices: keys are `str` only (hashing and equality then never run Python code;
+//! other keys raise `TypeError`). A rollback is one history record (`key=None`, old/new value =
+//! the version numbers) so it stays O(1); `clear` records every removed key. `compare_and_set`
+//! compares with `==` on a fresh copy of the current value (a missing key never matches).
+//! No `__traverse__`: the core is shared by every `.local()` view, so no single Python object
+//! owns its references and reporting them to the collector would over-count. Plain-data values
+//! cannot form cycles; a subscription or an `isolation="reference"` value that refers back to
+//! the state keeps it alive until `close()` / the value is replaced.
 mod frozen;
 
 use std::collections::VecDeque;
