@@ -204,3 +204,35 @@ def test_retained_versions_share_structure() -> None:
         # Full copies would need ~1000 × 10k entries (hundreds of MB); sharing needs a few MB.
         assert grown < 10_000, f"grew {grown} KiB"
     assert s.rollback(0) == 1001 and s.get("k5") == 5
+
+
+def test_mixed_operations_with_waiters_and_subscribers_do_not_deadlock() -> None:
+    s = ThreadSafeState({"n": 0, "log": 0}, max_history=20)
+    seen = [0]
+    s.subscribe(lambda changes: seen.__setitem__(0, seen[0] + len(changes)))
+    s.subscribe(lambda changes: s.get("n"))  # reads back the state from the callback
+
+    def body(i: int) -> None:
+        kind = i % 4
+        for k in range(200):
+            if kind == 0:
+                s.update_with("n", lambda n: n + 1)
+            elif kind == 1:
+                s.transaction(lambda tx: tx.set("log", tx["log"] + 1))
+            elif kind == 2:
+                v = s.version
+                if k % 20 == 0 and v > 5:
+                    try:
+                        s.rollback(v - 1)
+                    except Exception as e:  # evicted by concurrent writers: acceptable
+                        assert type(e).__name__ == "StateRollbackError", e
+                s.snapshot().get("n")
+                s.history(limit=3)
+            else:
+                s.wait_for(lambda st: st.version > 0, timeout=5)
+                s.compare_and_set("n", s.get("n"), s.get("n"))
+
+    run_concurrently(body, threads=8, timeout=60)
+    m = s.metrics()
+    assert m["current_version"] == m["commits"] == s.version
+    assert seen[0] >= m["commits"]
