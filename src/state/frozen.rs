@@ -98,7 +98,10 @@ pub fn freeze(obj: &Bound<'_, PyAny>, isolation: Isolation) -> PyResult<Arc<Froz
         Isolation::Reference => Frozen::Ref(obj.clone().unbind()),
         Isolation::DeepCopy => Frozen::Deep(deepcopy(obj)?.unbind()),
         Isolation::Freeze => {
-            let mut path = Vec::new();
+            if is_atom(obj) {
+                return Ok(Arc::new(Frozen::Atom(obj.clone().unbind())));
+            }
+            let mut path = Vec::with_capacity(8);
             match freeze_plain(obj, &mut path) {
                 Ok(f) => f,
                 Err(FreezeErr::Cycle) => Frozen::Deep(deepcopy(obj)?.unbind()),
@@ -152,10 +155,11 @@ fn freeze_plain(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen,
 }
 
 fn freeze_items<'py>(
-    it: impl Iterator<Item = Bound<'py, PyAny>>,
+    it: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
     path: &mut Vec<usize>,
 ) -> Result<Box<[Frozen]>, FreezeErr> {
-    let mut out = Vec::new();
+    // Exact capacity: `into_boxed_slice` then needs no reallocation.
+    let mut out = Vec::with_capacity(it.len());
     for item in it {
         out.push(freeze_plain(&item, path)?);
     }
