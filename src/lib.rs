@@ -9,6 +9,7 @@ mod key;
 mod list;
 mod once;
 mod shared;
+mod state;
 mod sync;
 
 /// `gil_used = false`: importing the module never re-enables the GIL on a free-threaded build.
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     list::register(m)?;
     once::register(m)?;
     dict::register(m)?;
+    state::register(m)?;
     Ok(())
 }

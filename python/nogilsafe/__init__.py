@@ -21,9 +21,14 @@ from nogilsafe._core import (
     StateConflictError,
     StateKeyError,
     StateRollbackError,
+    StateChange,
+    StateSnapshot,
+    StateSubscription,
+    StateTransaction,
     StateVersionError,
     ThreadSafeList,
     ThreadSafeDict,
+    ThreadSafeState,
     ThreadSafeStateError,
 )
 from nogilsafe._once import (
@@ -53,9 +58,14 @@ __all__ = [
     "StateConflictError",
     "StateKeyError",
     "StateRollbackError",
+    "StateChange",
+    "StateSnapshot",
+    "StateSubscription",
+    "StateTransaction",
     "StateVersionError",
     "ThreadSafeList",
     "ThreadSafeDict",
+    "ThreadSafeState",
     "ThreadSafeStateError",
     "__version__",
     "async_singleton",
@@ -66,3 +76,4 @@ __all__ = [
 # The Rust types cannot inherit from the ABCs; registering makes isinstance checks work.
 _abc.MutableMapping.register(ThreadSafeDict)
 _abc.MutableSequence.register(ThreadSafeList)
+_abc.Mapping.register(StateSnapshot)

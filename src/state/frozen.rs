@@ -1,0 +1,229 @@
+//! Values as a `ThreadSafeState` stores them: an immutable Rust tree of plain data.
+//!
+//! Freezing (on write) copies exact builtin containers into Rust slices and keeps exact
+//! immutable scalars (None, bool, int, float, complex, str, bytes) as the Python objects
+//! themselves: they cannot change, so sharing them is safe and rebuilding them would only cost
+//! time. Thawing (on read) rebuilds fresh Python containers, so a caller mutating what `get`
+//! returned never touches the stored value. Anything else — subclasses, dataclasses, user
+//! objects — is stored as a `copy.deepcopy` and deep-copied again on every read (`Deep`), or
+//! kept as is (`Ref`) under `isolation="reference"`.
+//!
+//! Freezing and thawing run Python code (`deepcopy`, dict iteration) and so never run under the
+//! state's writer lock. Dropping a `Frozen` can drop the last reference of a `Deep`/`Ref`
+//! object (its `__del__` runs), so the state moves removed values out of its critical sections.
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet,
+    PyString, PyTuple,
+};
+
+/// How a state stores values it is given.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isolation {
+    /// Plain data frozen into `Frozen`, other objects deep-copied (the default).
+    Freeze,
+    /// Every value deep-copied on write and on read (the seeds' behaviour).
+    DeepCopy,
+    /// Every value stored by reference: the caller promises not to mutate it.
+    Reference,
+}
+
+impl Isolation {
+    pub fn parse(s: &str) -> PyResult<Self> {
+        match s {
+            "freeze" => Ok(Isolation::Freeze),
+            "deepcopy" => Ok(Isolation::DeepCopy),
+            "reference" => Ok(Isolation::Reference),
+            other => Err(PyValueError::new_err(format!(
+                "isolation must be 'freeze', 'deepcopy' or 'reference', not {other:?}"
+            ))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Freeze => "freeze",
+            Isolation::DeepCopy => "deepcopy",
+            Isolation::Reference => "reference",
+        }
+    }
+}
+
+pub enum Frozen {
+    /// An exact immutable builtin scalar: shared, never copied.
+    Atom(Py<PyAny>),
+    List(Box<[Frozen]>),
+    Tuple(Box<[Frozen]>),
+    /// Insertion order kept, as a dict keeps it.
+    Dict(Box<[(Frozen, Frozen)]>),
+    Set(Box<[Frozen]>),
+    FrozenSet(Box<[Frozen]>),
+    ByteArray(Box<[u8]>),
+    /// A private deep copy, deep-copied again on each read.
+    Deep(Py<PyAny>),
+    /// Stored by reference (`isolation="reference"`).
+    Ref(Py<PyAny>),
+}
+
+/// Deeper than this is rejected: freezing and thawing recurse.
+const MAX_DEPTH: usize = 500;
+
+static DEEPCOPY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+pub fn deepcopy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let f = DEEPCOPY.get_or_try_init(py, || -> PyResult<_> {
+        Ok(py.import("copy")?.getattr("deepcopy")?.unbind())
+    })?;
+    f.bind(py).call1((obj,))
+}
+
+enum FreezeErr {
+    /// The value contains itself: the caller falls back to `deepcopy`, which handles cycles.
+    Cycle,
+    Py(PyErr),
+}
+
+impl From<PyErr> for FreezeErr {
+    fn from(e: PyErr) -> Self {
+        FreezeErr::Py(e)
+    }
+}
+
+pub fn freeze(obj: &Bound<'_, PyAny>, isolation: Isolation) -> PyResult<Arc<Frozen>> {
+    let frozen = match isolation {
+        Isolation::Reference => Frozen::Ref(obj.clone().unbind()),
+        Isolation::DeepCopy => Frozen::Deep(deepcopy(obj)?.unbind()),
+        Isolation::Freeze => {
+            if is_atom(obj) {
+                return Ok(Arc::new(Frozen::Atom(obj.clone().unbind())));
+            }
+            let mut path = Vec::with_capacity(8);
+            match freeze_plain(obj, &mut path) {
+                Ok(f) => f,
+                Err(FreezeErr::Cycle) => Frozen::Deep(deepcopy(obj)?.unbind()),
+                Err(FreezeErr::Py(e)) => return Err(e),
+            }
+        }
+    };
+    Ok(Arc::new(frozen))
+}
+
+fn is_atom(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_none()
+        || obj.is_exact_instance_of::<PyString>()
+        || obj.is_exact_instance_of::<PyInt>()
+        || obj.is_exact_instance_of::<PyBool>()
+        || obj.is_exact_instance_of::<PyFloat>()
+        || obj.is_exact_instance_of::<PyBytes>()
+        || obj.is_exact_instance_of::<PyComplex>()
+}
+
+/// `path` holds the containers being frozen above `obj`: meeting one again is a cycle.
+fn freeze_plain(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, FreezeErr> {
+    if is_atom(obj) {
+        return Ok(Frozen::Atom(obj.clone().unbind()));
+    }
+    let is_container = obj.is_exact_instance_of::<PyList>()
+        || obj.is_exact_instance_of::<PyTuple>()
+        || obj.is_exact_instance_of::<PyDict>()
+        || obj.is_exact_instance_of::<PySet>()
+        || obj.is_exact_instance_of::<PyFrozenSet>();
+    if obj.is_exact_instance_of::<PyByteArray>() {
+        let b = obj.cast::<PyByteArray>().map_err(PyErr::from)?;
+        return Ok(Frozen::ByteArray(b.to_vec().into_boxed_slice()));
+    }
+    if !is_container {
+        return Ok(Frozen::Deep(deepcopy(obj)?.unbind()));
+    }
+    let addr = obj.as_ptr() as usize;
+    if path.contains(&addr) {
+        return Err(FreezeErr::Cycle);
+    }
+    if path.len() >= MAX_DEPTH {
+        return Err(FreezeErr::Py(PyValueError::new_err(format!(
+            "value is nested more than {MAX_DEPTH} levels deep"
+        ))));
+    }
+    path.push(addr);
+    let result = freeze_container(obj, path);
+    path.pop();
+    result
+}
+
+fn freeze_items<'py>(
+    it: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    path: &mut Vec<usize>,
+) -> Result<Box<[Frozen]>, FreezeErr> {
+    // Exact capacity: `into_boxed_slice` then needs no reallocation.
+    let mut out = Vec::with_capacity(it.len());
+    for item in it {
+        out.push(freeze_plain(&item, path)?);
+    }
+    Ok(out.into_boxed_slice())
+}
+
+fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, FreezeErr> {
+    if let Ok(l) = obj.cast::<PyList>() {
+        // A snapshot of the items: another thread may resize the list meanwhile.
+        let items: Vec<_> = l.iter().collect();
+        return Ok(Frozen::List(freeze_items(items.into_iter(), path)?));
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return Ok(Frozen::Tuple(freeze_items(t.iter(), path)?));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let pairs: Vec<_> = d.iter().collect();
+        let mut out = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            out.push((freeze_plain(&k, path)?, freeze_plain(&v, path)?));
+        }
+        return Ok(Frozen::Dict(out.into_boxed_slice()));
+    }
+    if let Ok(s) = obj.cast::<PySet>() {
+        let items: Vec<_> = s.iter().collect();
+        return Ok(Frozen::Set(freeze_items(items.into_iter(), path)?));
+    }
+    if let Ok(s) = obj.cast::<PyFrozenSet>() {
+        return Ok(Frozen::FrozenSet(freeze_items(s.iter(), path)?));
+    }
+    Err(FreezeErr::Py(PyTypeError::new_err("unreachable: not a container")))
+}
+
+pub fn thaw<'py>(py: Python<'py>, f: &Frozen) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match f {
+        Frozen::Atom(o) | Frozen::Ref(o) => o.bind(py).clone(),
+        Frozen::Deep(o) => deepcopy(o.bind(py))?,
+        Frozen::List(items) => {
+            let v = thaw_all(py, items)?;
+            PyList::new(py, v)?.into_any()
+        }
+        Frozen::Tuple(items) => {
+            let v = thaw_all(py, items)?;
+            PyTuple::new(py, v)?.into_any()
+        }
+        Frozen::Dict(pairs) => {
+            let d = PyDict::new(py);
+            for (k, v) in pairs.iter() {
+                d.set_item(thaw(py, k)?, thaw(py, v)?)?;
+            }
+            d.into_any()
+        }
+        Frozen::Set(items) => {
+            let v = thaw_all(py, items)?;
+            PySet::new(py, v)?.into_any()
+        }
+        Frozen::FrozenSet(items) => {
+            let v = thaw_all(py, items)?;
+            PyFrozenSet::new(py, v)?.into_any()
+        }
+        Frozen::ByteArray(b) => PyByteArray::new(py, b).into_any(),
+    })
+}
+
+fn thaw_all<'py>(py: Python<'py>, items: &[Frozen]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    items.iter().map(|f| thaw(py, f)).collect()
+}
