@@ -209,8 +209,8 @@ class Outcome:
     @property
     def ok(self) -> bool:
         f = self.figures
-        return (f is not None and self.matches == self.scheduled and not self.errors and not self.stuck and self.failed_matches == 0
-                and self.singleton_errors == 0 and self.extra_instances == 0 and self.lost_updates == 0
+        return (f is not None and self.matches == self.scheduled and not self.errors
+                and not self.stuck and self.failed_matches == 0 and self.singleton_errors == 0 and self.extra_instances == 0 and self.lost_updates == 0
                 and f.recorded_points == self.expected_points and f.log_entries == self.matches
                 and f.counted == self.matches and self.watcher_woke is not None)
 
