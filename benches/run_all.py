@@ -4,8 +4,9 @@
     python benches/run_all.py [--only atomic] [--report-only]
 
 Each bench prints its tables and saves them as JSON in benches/results/ (through _harness.emit).
-The report holds, per bench, every table this interpreter's JSON contains, with the machine,
-interpreter and date; each thread-scaling table (columns "1 thr", "2 thr", ...) is also drawn as
+The report holds, per bench, its docstring's first line, the hand-written commentary in
+benches/notes/<bench>.md if there is one, and every table this interpreter's JSON contains, with
+the machine, interpreter and date; each thread-scaling table (columns "1 thr", "2 thr", ...) is also drawn as
 a PNG in benches/plots/ (ops/s against threads, one line per implementation) when matplotlib
 imports. A bench that fails keeps its previous results in the report, marked as such. Exits
 non-zero if any bench failed.
@@ -30,6 +31,7 @@ sys.path.insert(0, HERE)
 from _harness import RESULTS_DIR, Table, interpreter, machine  # noqa: E402
 
 PLOTS_DIR = os.path.join(HERE, "plots")
+NOTES_DIR = os.path.join(HERE, "notes")  # hand-written commentary: notes/<bench>.md, kept as is
 REPORT = os.path.join(HERE, "README.md")
 THREAD_COLUMN = re.compile(r"^(\d+) thr$")
 ENV_KNOBS = ("BENCH_OPS", "BENCH_MAX_THREADS")
@@ -184,6 +186,10 @@ def write_report(benches: list[str], runs: dict[str, tuple[int, float]]) -> list
         out += ["", f"## {name}", ""]
         if summary_line(path):
             out += [summary_line(path), ""]
+        notes = os.path.join(NOTES_DIR, f"{name}.md")
+        if os.path.exists(notes):
+            with open(notes) as f:
+                out += [f.read().strip(), ""]
         tables = load_tables(name)
         rc, secs = runs.get(name, (None, 0.0))
         if rc not in (None, 0):

@@ -29,6 +29,7 @@ def run_all(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ModuleTy
     monkeypatch.setattr(module, "RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setattr(module, "PLOTS_DIR", str(tmp_path / "plots"))
     monkeypatch.setattr(module, "REPORT", str(tmp_path / "README.md"))
+    monkeypatch.setattr(module, "NOTES_DIR", str(tmp_path / "notes"))
     (tmp_path / "results").mkdir()
     return module
 
@@ -47,10 +48,13 @@ def test_report_from_existing_results(run_all: ModuleType, tmp_path: pathlib.Pat
     (tmp_path / "bench_thing.py").write_text('"""Thing against the anchors."""\n')
     results = [table("Thing: ops/s by threads", ["1 thr", "2 thr"]), table("Thing: per call", ["get"])]
     (tmp_path / "results" / f"bench_thing-{TAG}.json").write_text(json.dumps(results))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "bench_thing.md").write_text("Hand-written: why Thing scales.\n")
 
     assert run_all.main(["--report-only"]) == 0
     report = (tmp_path / "README.md").read_text()
     assert "## bench_thing" in report and "Thing against the anchors." in report
+    assert "Hand-written: why Thing scales." in report
     assert "### Thing: ops/s by threads" in report and "### Thing: per call" in report
     assert "CPython 9.9 (test); test machine; Mops/s" in report  # who measured, not who reported
     assert "| nogilsafe.Thing | 2 (2x) | n/a |" in report
