@@ -14,7 +14,7 @@ ensure_maturin
 
 status=0
 for which in gil ft; do
-  if [ "$which" = gil ]; then py="$GIL_PYTHON"; extra=(pytest hypothesis mypy); else py="$FT_PYTHON"; extra=(pytest); fi
+  if [ "$which" = gil ]; then py="$GIL_PYTHON"; extra=(pytest hypothesis mypy uvloop); else py="$FT_PYTHON"; extra=(pytest); fi
   t=$(date +%s)
   vpy="$(make_venv "$which" "$py" "${extra[@]}")"
   install_wheel "$vpy"

@@ -4,6 +4,8 @@ use pyo3::prelude::*;
 
 mod atomic;
 mod errors;
+mod list;
+mod once;
 mod shared;
 mod sync;
 
@@ -13,5 +15,7 @@ mod sync;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     atomic::register(m)?;
+    list::register(m)?;
+    once::register(m)?;
     Ok(())
 }

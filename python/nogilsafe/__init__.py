@@ -7,30 +7,55 @@ Python object contend on its reference count, and threads that each hold their o
 
 from __future__ import annotations
 
+import collections.abc as _abc
+
 from nogilsafe import _core
 from nogilsafe._core import (
     AtomicInt,
     LockTimeoutError,
     NogilsafeError,
+    OnceCell,
     ReentrancyError,
     StateConflictError,
     StateKeyError,
     StateRollbackError,
     StateVersionError,
+    ThreadSafeList,
     ThreadSafeStateError,
+)
+from nogilsafe._once import (
+    AsyncOnceCell,
+    AsyncSingleton,
+    AsyncSingletonFunction,
+    SingletonFunction,
+    async_singleton,
+    run_once,
+    singleton,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncOnceCell",
+    "AsyncSingleton",
+    "AsyncSingletonFunction",
     "AtomicInt",
     "LockTimeoutError",
     "NogilsafeError",
+    "OnceCell",
     "ReentrancyError",
+    "SingletonFunction",
     "StateConflictError",
     "StateKeyError",
     "StateRollbackError",
     "StateVersionError",
+    "ThreadSafeList",
     "ThreadSafeStateError",
     "__version__",
+    "async_singleton",
+    "run_once",
+    "singleton",
 ]
+
+# The Rust types cannot inherit from the ABCs; registering makes isinstance checks work.
+_abc.MutableSequence.register(ThreadSafeList)
