@@ -8,7 +8,9 @@
   (``_ensure_lock_initialized``) and a double-checked ``_instance is None``. An ``asyncio.Lock``
   belongs to one event loop and is not thread-safe: callers from other loops get
   ``RuntimeError: ... is bound to a different event loop``, and two loops can each create a lock
-  and start a service twice;
+  and start a service twice. Worse, a release from one thread wakes a waiter of another thread's
+  loop with a call that is not thread-safe: nothing wakes that loop's ``select()``, and if it has
+  nothing else to do it sleeps for good (the driver reports such loops as hung);
 - match log: a list behind a lock (the seeds' ThreadSafeList);
 - matches counter: ``self.matches_counted += 1`` (the seeds' ``global_counter``);
 - watcher: polls the state every 0.1 s, as the seeds' agents did.
