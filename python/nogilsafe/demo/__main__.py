@@ -1,0 +1,5 @@
+import sys
+
+from nogilsafe.demo import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""The league demo as a smoke test: nogilsafe's league records every update and raises nothing,
+on both interpreters; --compare reports the seeds' way's figures (whatever they are: on a GIL
+build the seeds' way may well get lucky, so nothing is asserted about them beyond being there).
+
+Command-line runs go through a child process with a timeout: the seeds' asyncio.Lock singleton
+can hang an event loop thread, and a hung thread cannot be cleaned out of the pytest process.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from nogilsafe.demo import main
+from nogilsafe.demo._common import Config, expected_points, make_schedule, run_league
+from nogilsafe.demo.league import NogilsafeLeague
+
+SMALL = ["--threads", "4", "--matches", "300", "--players", "24", "--referees", "6", "--tasks", "8",
+         "--progress", "0"]
+
+
+def run_demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nogilsafe.demo", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def table(stdout: str) -> dict[str, list[str]]:
+    """The comparison table as {row label: [cell per implementation]}, header row under ''."""
+    rows: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if line.startswith("  ") and "nogilsafe" in cells and not rows:
+            rows[""] = cells
+        elif rows and len(cells) == len(rows[""]) + 1:
+            rows[cells[0]] = cells[1:]
+        elif rows and not line.strip():
+            break
+    return rows
+
+
+def number(cell: str) -> int:
+    return int(cell.split()[0].replace(",", ""))
+
+
+def test_nogilsafe_league_records_every_update() -> None:
+    cfg = Config(threads=4, matches=400, players=20, referees=5, tasks=8, progress=0)
+    schedule = make_schedule(cfg)
+    out = run_league(NogilsafeLeague(cfg), cfg, schedule)
+
+    assert out.errors == [] and out.stuck == []
+    assert out.matches == 400
+    assert out.singleton_errors == 0 and out.error_samples == []
+    assert out.figures is not None
+    assert out.figures.service_starts == 2  # the match engine and the results feed, once each
+    assert out.lost_updates == 0
+    assert out.figures.played == 800 and out.figures.reported == 400 and out.figures.officiated == 400
+    assert out.figures.recorded_points == expected_points(cfg, schedule) == out.expected_points
+    assert out.figures.log_entries == 400 and out.figures.counted == 400
+    assert out.watcher_woke is not None and out.watcher_note == "woke on the commit"
+    assert out.ok
+
+
+def test_standings_snapshot_matches_the_match_log() -> None:
+    cfg = Config(threads=3, matches=150, players=6, referees=2, tasks=6, progress=0)
+    league = NogilsafeLeague(cfg)
+    run_league(league, cfg, make_schedule(cfg))
+    # Rebuild the table from the log: every logged result is in the standings, exactly once.
+    feed = league.results_feed.get()
+    assert feed is not None
+    goals: dict[str, int] = {}
+    for _, home, away, home_goals, away_goals, _ in feed.log.snapshot():
+        goals[home] = goals.get(home, 0) + home_goals
+        goals[away] = goals.get(away, 0) + away_goals
+    snap = league.standings.snapshot()
+    assert {name: snap[name]["goals_for"] for name in goals} == goals
+    assert sorted(e[0] for e in feed.log.snapshot()) == list(range(150))
+
+
+def test_main_exit_status_is_zero_and_names_interpreter_and_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL, "--no-compare", "--no-race"]) == 0
+    out = capsys.readouterr().out
+    assert "Python 3." in out and "4 worker threads" in out
+    rows = table(out)
+    assert rows[""] == ["nogilsafe"]
+    assert number(rows["lost standings updates"][0]) == 0
+    assert number(rows["singleton errors"][0]) == 0
+
+
+def test_main_fails_when_the_league_loses_an_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nogilsafe.demo.league as league_module
+
+    real = league_module.add_result
+    calls = []
+
+    def drops_the_first_result(record, scored, conceded):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return dict(record) if len(calls) == 1 else real(record, scored, conceded)
+
+    monkeypatch.setattr(league_module, "add_result", drops_the_first_result)
+    assert main([*SMALL, "--no-compare", "--no-race"]) == 1
+
+
+def test_compare_reports_the_seeds_figures() -> None:
+    proc = run_demo(*SMALL, "--compare", "--no-race")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table(proc.stdout)
+    assert rows[""] == ["nogilsafe", "seeds' way"]
+    for label in ("matches/s", "lost standings updates", "singleton errors", "points recorded"):
+        nogilsafe_cell, seeds_cell = rows[label]
+        assert re.match(r"^[\d,]+", seeds_cell), (label, seeds_cell)
+    assert number(rows["lost standings updates"][0]) == 0
+    assert number(rows["singleton errors"][0]) == 0
+    assert number(rows["matches/s"][1]) >= 0
+
+
+def test_counter_race_section() -> None:
+    proc = run_demo(*SMALL, "--no-compare", "--race", "--increments", "20000")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    race = re.search(r"nogilsafe\.AtomicInt\s+([\d,]+)\s+([\d,]+)", proc.stdout)
+    assert race is not None, proc.stdout
+    assert race.group(1) == "80,000" and race.group(2) == "0"
+    assert "plain int (+= 1)" in proc.stdout
+
+
+def test_bad_arguments_are_rejected() -> None:
+    proc = run_demo("--threads", "0")
+    assert proc.returncode == 2 and "--threads" in proc.stderr
