@@ -16,7 +16,9 @@ for pkg in ft_utils cereggii; do
       || echo "warning: $pkg did not install; its rows will read n/a" >&2
   fi
 done
-"$vpy" -c 'import matplotlib' 2>/dev/null || "$vpy" -m pip install --quiet matplotlib >&2 || true
+# --only-binary: the newest matplotlib with a wheel for this interpreter (a source build needs the
+# network for freetype).
+"$vpy" -c 'import matplotlib' 2>/dev/null || "$vpy" -m pip install --quiet --only-binary=:all: matplotlib >&2 || true
 install_wheel "$vpy"
 if [ "$#" -eq 0 ]; then set -- benches/run_all.py; fi
 for b in "$@"; do "$vpy" "$b"; done
