@@ -189,6 +189,15 @@ impl Sentinel {
     }
 }
 
+/// What a `compute`/`update_value` function's result asks for: `DELETE` removes the key.
+fn outcome_of(py: Python<'_>, out: Bound<'_, PyAny>) -> Outcome {
+    if out.is(delete_obj(py)) {
+        Outcome::Delete
+    } else {
+        Outcome::Store(out.unbind())
+    }
+}
+
 fn sentinel<'py>(
     py: Python<'py>,
     cell: &'py PyOnceLock<Py<Sentinel>>,
@@ -1089,12 +1098,7 @@ impl ThreadSafeDict {
                 Some(v) => v.clone(),
                 None => missing_obj(py).clone().into_any(),
             };
-            let out = r#fn.call1((arg,))?;
-            Ok(if out.is(delete_obj(py)) {
-                Outcome::Delete
-            } else {
-                Outcome::Store(out.unbind())
-            })
+            Ok(outcome_of(py, r#fn.call1((arg,))?))
         })?;
         Ok(r.unwrap_or_else(|| py.None()))
     }
@@ -1122,12 +1126,7 @@ impl ThreadSafeDict {
                 }
             };
             absent = false;
-            let out = r#fn.call1((arg,))?;
-            Ok(if out.is(delete_obj(py)) {
-                Outcome::Delete
-            } else {
-                Outcome::Store(out.unbind())
-            })
+            Ok(outcome_of(py, r#fn.call1((arg,))?))
         })?;
         if absent {
             return Err(key_error(key));

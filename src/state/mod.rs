@@ -350,6 +350,13 @@ pub struct ThreadSafeState {
 crate::shared::shared_core!(ThreadSafeState, StateCore);
 
 impl ThreadSafeState {
+    /// An optimistic operation lost to other writers `MAX_RETRIES` times: count it and say so.
+    fn gave_up(&self, what: &str, outcome: &str) -> PyErr {
+        self.core.conflicts.fetch_add(1, Ordering::Relaxed);
+        STATE_CONFLICT_ERROR.err(format!(
+            "{what} conflicted with other writers {MAX_RETRIES} times; {outcome}"
+        ))
+    }
     fn check(&self) -> PyResult<()> {
         sync::check_reentry(self.core_ptr(), "ThreadSafeState")
     }
@@ -713,10 +720,7 @@ impl ThreadSafeState {
                 _ => return Ok(result),
             }
         }
-        self.core.conflicts.fetch_add(1, Ordering::Relaxed);
-        Err(STATE_CONFLICT_ERROR.err(format!(
-            "update_with({key:?}) conflicted with other writers {MAX_RETRIES} times; nothing was changed"
-        )))
+        Err(self.gave_up(&format!("update_with({key:?})"), "nothing was changed"))
     }
 
     /// Set `key` to `new` only if its current value == `expected` (a missing key never matches).
@@ -815,10 +819,7 @@ impl ThreadSafeState {
                 _ => return Ok(result),
             }
         }
-        self.core.conflicts.fetch_add(1, Ordering::Relaxed);
-        Err(STATE_CONFLICT_ERROR.err(format!(
-            "transaction conflicted with other writers {MAX_RETRIES} times; nothing was committed"
-        )))
+        Err(self.gave_up("transaction", "nothing was committed"))
     }
 
     /// Block (detached) until `predicate(snapshot)` is true; re-evaluated after each commit.
