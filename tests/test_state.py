@@ -252,6 +252,29 @@ def test_history_limit_and_clear_history() -> None:
     assert s.get("k") == 19
 
 
+def test_retention_follows_the_history_records() -> None:
+    s = ThreadSafeState(max_history=10)
+    for i in range(4):
+        s.update({f"k{j}": i for j in range(5)})  # 5 records per version
+    # The 10 records left are versions 3 and 4: version 2 is the oldest that can be restored.
+    assert [c.version for c in s.history()] == [3] * 5 + [4] * 5
+    m = s.metrics()
+    assert m["oldest_retained_version"] == 2 and m["retained_versions"] == 3
+    with pytest.raises(StateRollbackError, match="oldest retained version is 2"):
+        s.rollback(1)
+    s.rollback(2)
+    assert s.get("k0") == 1 and s.version == 5
+    assert s.diff(2, 4) == {f"k{j}": (1, 3) for j in range(5)}
+
+
+def test_clear_of_more_keys_than_the_history_holds_can_be_undone() -> None:
+    s = ThreadSafeState({f"k{i}": i for i in range(50)}, max_history=10)
+    v = s.clear()
+    assert len(s.history()) == 10 and {c.version for c in s.history()} == {v}
+    s.rollback(v - 1)
+    assert len(s) == 50 and s.get("k49") == 49
+
+
 def test_max_history_zero() -> None:
     s = ThreadSafeState(max_history=0)
     s.set("a", 1)
@@ -457,6 +480,30 @@ def test_subscribe_and_close() -> None:
     assert len(seen) == 2
     with pytest.raises(TypeError):
         s.subscribe(42)
+
+
+def test_subscriber_cycle_through_the_state_is_collected() -> None:
+    import weakref
+
+    class Agent:
+        def __init__(self) -> None:
+            self.state: ThreadSafeState[int] = ThreadSafeState()
+            self.seen = 0
+            self.sub = self.state.subscribe(self.on_change)
+
+        def on_change(self, changes: list[StateChange]) -> None:
+            self.seen += len(changes)
+
+    agent = Agent()
+    agent.state.set("a", 1)
+    assert agent.seen == 1
+    sub, ref = agent.sub, weakref.ref(agent)
+    del agent
+    gc.collect()
+    assert ref() is None
+    # The handle outlives its state: closing it is a no-op.
+    assert sub.closed
+    sub.close()
 
 
 def test_raising_subscriber_does_not_break_commit(monkeypatch: pytest.MonkeyPatch) -> None:

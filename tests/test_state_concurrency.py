@@ -166,6 +166,34 @@ def test_commit_ignores_waiters_of_closed_loops() -> None:
     assert s.set("x", 1) == 1 and s.metrics()["async_waiters"] == 0
 
 
+def test_update_reads_a_dict_being_written_as_one_snapshot() -> None:
+    # Each `d.update(...)` changes "a" and "b" together (one critical section on 3.13t): an
+    # `update` that read the dict item by item could store "a" from one write and "b" from the
+    # next.
+    d: dict[str, object] = {"a": 0, "b": 0}
+    s = ThreadSafeState()
+    stop = threading.Event()
+
+    def body(i: int) -> None:
+        if i == 0:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                d.update({"a": n, "b": n, "nested": {"x": n, "y": [n, n]}})
+        else:
+            try:
+                for _ in range(2000):
+                    s.update(d)
+                    a, b, nested = s.get("a"), s.get("b"), s.get("nested", {"x": 0, "y": [0, 0]})
+                    assert a == b, (a, b)
+                    assert nested["x"] == nested["y"][0] == nested["y"][1]
+            finally:
+                stop.set()
+
+    run_concurrently(body, threads=2, timeout=60)
+    assert s.get("a") == s.get("b") > 0
+
+
 def test_history_memory_is_proportional_to_changes() -> None:
     s = ThreadSafeState({f"k{i}": i for i in range(10_000)}, max_history=1000)
     tracemalloc.start()

@@ -27,9 +27,16 @@ class StateModel(RuleBasedStateMachine):
         self.state = ThreadSafeState(max_history=MAX_HISTORY)
         self.versions: list[dict[str, object]] = [{}]
         self.snaps = [self.state.snapshot()]
+        # The version of each retained change record, oldest first.
+        self.records: list[int] = []
 
-    def commit(self, new: dict[str, object]) -> None:
+    def commit(self, new: dict[str, object], records: int = 1) -> None:
         self.versions.append(new)
+        self.records = (self.records + [len(self.versions) - 1] * records)[-MAX_HISTORY:]
+
+    def oldest_retained(self) -> int:
+        # A version is kept while the history holds a change made after it.
+        return self.records[0] - 1 if self.records else len(self.versions) - 1
 
     @rule(k=keys, v=plain)
     def set(self, k: str, v: object) -> None:
@@ -39,7 +46,7 @@ class StateModel(RuleBasedStateMachine):
     @rule(items=st.dictionaries(keys, plain, min_size=1, max_size=3))
     def update(self, items: dict[str, object]) -> None:
         self.state.update(items)
-        self.commit({**self.versions[-1], **items})
+        self.commit({**self.versions[-1], **items}, records=len(items))
 
     @rule(k=keys)
     def delete(self, k: str) -> None:
@@ -63,8 +70,8 @@ class StateModel(RuleBasedStateMachine):
         target = current - back
         if target < 0:
             return
-        if back > MAX_HISTORY:
-            with pytest.raises(StateRollbackError):
+        if target < self.oldest_retained():
+            with pytest.raises(StateRollbackError, match=f"oldest retained version is {self.oldest_retained()}"):
                 self.state.rollback(target)
             return
         self.state.rollback(target)
@@ -86,7 +93,8 @@ class StateModel(RuleBasedStateMachine):
         for snap in self.snaps[-3:]:
             assert snap.to_dict() == self.versions[snap.version]
         h = self.state.history()
-        assert len(h) <= MAX_HISTORY
+        assert [c.version for c in h] == self.records
+        assert self.state.metrics()["oldest_retained_version"] == self.oldest_retained()
 
 
 TestStateModel = StateModel.TestCase

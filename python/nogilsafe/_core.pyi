@@ -390,7 +390,9 @@ class StateTransaction(_Generic[_T]):
 
 @final
 class StateSubscription:
-    """Returned by ``ThreadSafeState.subscribe``; ``close()`` (or leaving ``with``) unsubscribes."""
+    """Returned by ``ThreadSafeState.subscribe``; ``close()`` (or leaving ``with``) unsubscribes.
+
+    The handle does not keep its state alive: once the state is gone it reads as closed."""
 
     def close(self) -> None: ...
     @property
@@ -403,8 +405,9 @@ class ThreadSafeState(_Generic[_T]):
     """Versioned shared state: a persistent map of ``str`` keys to isolated values.
 
     Readers never lock; writers commit new immutable versions. ``snapshot()`` and ``rollback()``
-    are O(1); history keeps the last ``max_history`` versions and change records, sharing all
-    unchanged structure. ``isolation``: ``"freeze"`` (plain data is stored immutably and rebuilt
+    are O(1); the history keeps the last ``max_history`` change records (one per key written),
+    and a version stays retained for ``rollback``/``diff`` while the history holds a change made
+    after it; retained versions share all unchanged structure. ``isolation``: ``"freeze"`` (plain data is stored immutably and rebuilt
     on read; other objects are deep-copied on write and read), ``"deepcopy"`` (every value
     deep-copied on write and read) or ``"reference"`` (values stored as given: they must not be
     mutated)."""

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::ffi;
+use pyo3::sync::critical_section::with_critical_section;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet,
@@ -84,12 +86,13 @@ pub fn deepcopy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 enum FreezeErr {
     /// The value contains itself: the caller falls back to `deepcopy`, which handles cycles.
     Cycle,
-    Py(PyErr),
+    /// Boxed: keeping the error small keeps every `Result<Frozen, _>` the recursion moves small.
+    Py(Box<PyErr>),
 }
 
 impl From<PyErr> for FreezeErr {
     fn from(e: PyErr) -> Self {
-        FreezeErr::Py(e)
+        FreezeErr::Py(Box::new(e))
     }
 }
 
@@ -102,10 +105,10 @@ pub fn freeze(obj: &Bound<'_, PyAny>, isolation: Isolation) -> PyResult<Arc<Froz
                 return Ok(Arc::new(Frozen::Atom(obj.clone().unbind())));
             }
             let mut path = Vec::with_capacity(8);
-            match freeze_plain(obj, &mut path) {
+            match freeze_plain(obj.clone(), &mut path) {
                 Ok(f) => f,
                 Err(FreezeErr::Cycle) => Frozen::Deep(deepcopy(obj)?.unbind()),
-                Err(FreezeErr::Py(e)) => return Err(e),
+                Err(FreezeErr::Py(e)) => return Err(*e),
             }
         }
     };
@@ -122,10 +125,11 @@ fn is_atom(obj: &Bound<'_, PyAny>) -> bool {
         || obj.is_exact_instance_of::<PyComplex>()
 }
 
-/// `path` holds the containers being frozen above `obj`: meeting one again is a cycle.
-fn freeze_plain(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, FreezeErr> {
-    if is_atom(obj) {
-        return Ok(Frozen::Atom(obj.clone().unbind()));
+/// `path` holds the containers being frozen above `obj`: meeting one again is a cycle. Takes
+/// `obj` by value so an atom moves into its `Frozen` without touching its reference count.
+fn freeze_plain(obj: Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, FreezeErr> {
+    if is_atom(&obj) {
+        return Ok(Frozen::Atom(obj.unbind()));
     }
     let is_container = obj.is_exact_instance_of::<PyList>()
         || obj.is_exact_instance_of::<PyTuple>()
@@ -137,19 +141,20 @@ fn freeze_plain(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen,
         return Ok(Frozen::ByteArray(b.to_vec().into_boxed_slice()));
     }
     if !is_container {
-        return Ok(Frozen::Deep(deepcopy(obj)?.unbind()));
+        return Ok(Frozen::Deep(deepcopy(&obj)?.unbind()));
     }
     let addr = obj.as_ptr() as usize;
     if path.contains(&addr) {
         return Err(FreezeErr::Cycle);
     }
     if path.len() >= MAX_DEPTH {
-        return Err(FreezeErr::Py(PyValueError::new_err(format!(
+        return Err(PyValueError::new_err(format!(
             "value is nested more than {MAX_DEPTH} levels deep"
-        ))));
+        ))
+        .into());
     }
     path.push(addr);
-    let result = freeze_container(obj, path);
+    let result = freeze_container(&obj, path);
     path.pop();
     result
 }
@@ -161,27 +166,41 @@ fn freeze_items<'py>(
     // Exact capacity: `into_boxed_slice` then needs no reallocation.
     let mut out = Vec::with_capacity(it.len());
     for item in it {
-        out.push(freeze_plain(&item, path)?);
+        out.push(freeze_plain(item, path)?);
     }
     Ok(out.into_boxed_slice())
 }
 
 fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, FreezeErr> {
+    let py = obj.py();
     if let Ok(l) = obj.cast::<PyList>() {
-        // A snapshot of the items: another thread may resize the list meanwhile.
-        let items: Vec<_> = l.iter().collect();
-        return Ok(Frozen::List(freeze_items(items.into_iter(), path)?));
+        let mut items = with_critical_section(l, || {
+            let n = l.len();
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                // SAFETY: `i < len`, and the critical section keeps the list from shrinking.
+                let item = unsafe { ffi::PyList_GET_ITEM(l.as_ptr(), i as ffi::Py_ssize_t) };
+                out.push(shallow(unsafe { Bound::from_borrowed_ptr(py, item) }));
+            }
+            out
+        });
+        finish(py, &mut items, path)?;
+        return Ok(Frozen::List(items.into_boxed_slice()));
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return Ok(Frozen::Tuple(freeze_items(t.iter(), path)?));
+        return Ok(Frozen::Tuple(freeze_items(t.as_slice().iter().cloned(), path)?));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let pairs: Vec<_> = d.iter().collect();
-        let mut out = Vec::with_capacity(pairs.len());
-        for (k, v) in pairs {
-            out.push((freeze_plain(&k, path)?, freeze_plain(&v, path)?));
+        let mut pairs = with_critical_section(d, || {
+            let mut out = Vec::with_capacity(d.len());
+            for_each_item(d, |k, v| out.push((shallow(k), shallow(v))));
+            out
+        });
+        for (k, v) in pairs.iter_mut() {
+            finish(py, std::slice::from_mut(k), path)?;
+            finish(py, std::slice::from_mut(v), path)?;
         }
-        return Ok(Frozen::Dict(out.into_boxed_slice()));
+        return Ok(Frozen::Dict(pairs.into_boxed_slice()));
     }
     if let Ok(s) = obj.cast::<PySet>() {
         let items: Vec<_> = s.iter().collect();
@@ -190,7 +209,56 @@ fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Fro
     if let Ok(s) = obj.cast::<PyFrozenSet>() {
         return Ok(Frozen::FrozenSet(freeze_items(s.iter(), path)?));
     }
-    Err(FreezeErr::Py(PyTypeError::new_err("unreachable: not a container")))
+    Err(PyTypeError::new_err("unreachable: not a container").into())
+}
+
+/// First pass over a container's items, inside its critical section where no Python code may
+/// run: atoms are final; anything else is parked as `Ref` for `finish` to freeze afterwards.
+/// Copying straight into the result spares a temporary vector and a reference-count round trip
+/// per item — on 3.13t, together, about a third of the cost of freezing a small dict.
+fn shallow(obj: Bound<'_, PyAny>) -> Frozen {
+    if is_atom(&obj) {
+        Frozen::Atom(obj.unbind())
+    } else {
+        Frozen::Ref(obj.unbind())
+    }
+}
+
+/// Second pass: freeze what `shallow` parked (this may run Python code, e.g. `deepcopy`).
+fn finish(py: Python<'_>, items: &mut [Frozen], path: &mut Vec<usize>) -> Result<(), FreezeErr> {
+    for item in items.iter_mut() {
+        if let Frozen::Ref(_) = item {
+            let Frozen::Ref(obj) = std::mem::replace(item, Frozen::ByteArray(Box::default())) else {
+                unreachable!()
+            };
+            *item = freeze_plain(obj.into_bound(py), path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Call `f` on each item of `d`. The caller holds `d`'s critical section, and `f` must not run
+/// Python code.
+fn for_each_item<'py>(d: &Bound<'py, PyDict>, mut f: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyAny>)) {
+    let py = d.py();
+    let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the critical section keeps the dict from changing under PyDict_Next, and the
+    // borrowed key and value are increfed before it ends.
+    while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut k, &mut v) } != 0 {
+        f(unsafe { Bound::from_borrowed_ptr(py, k) }, unsafe { Bound::from_borrowed_ptr(py, v) });
+    }
+}
+
+/// A dict's items, copied in one critical section: consistent even while another thread writes
+/// to the dict, and cheaper than PyO3's iterator, which enters a critical section per item.
+/// (Not PyO3's `locked_for_each`: it nests the per-item sections inside its own, and 3.13t
+/// re-acquires a mutex its thread already holds by parking — 24 ms for a 100-item dict.)
+pub fn dict_items<'py>(d: &Bound<'py, PyDict>) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    with_critical_section(d, || {
+        let mut out = Vec::with_capacity(d.len());
+        for_each_item(d, |k, v| out.push((k, v)));
+        out
+    })
 }
 
 pub fn thaw<'py>(py: Python<'py>, f: &Frozen) -> PyResult<Bound<'py, PyAny>> {

@@ -21,23 +21,25 @@
 //! other keys raise `TypeError`). A rollback is one history record (`key=None`, old/new value =
 //! the version numbers) so it stays O(1); `clear` records every removed key. `compare_and_set`
 //! compares with `==` on a fresh copy of the current value (a missing key never matches).
-//! No `__traverse__`: the core is shared by every `.local()` view, so no single Python object
-//! owns its references and reporting them to the collector would over-count. Plain-data values
-//! cannot form cycles; a subscription or an `isolation="reference"` value that refers back to
-//! the state keeps it alive until `close()` / the value is replaced.
+//! Garbage collection: the state reports its subscriber callbacks and async waiters (which it
+//! alone owns) when no `.local()` view shares its core; see `__traverse__` for why stored values
+//! are never reported. Plain-data values cannot form cycles; an `isolation="reference"` value
+//! that refers back to the state keeps it alive until it is replaced.
 mod frozen;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::gc::PyVisit;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
+use pyo3::PyTraverseError;
 
 use crate::errors::{
     STATE_CONFLICT_ERROR, STATE_KEY_ERROR, STATE_ROLLBACK_ERROR, STATE_VERSION_ERROR,
@@ -83,14 +85,30 @@ struct Counts {
     compare_and_sets: u64,
 }
 
-/// Guarded by `StateCore::writer`. Invariants: `roots` holds the retained versions oldest first,
-/// its last element is the version `current` publishes, and it holds at most `max_history + 1`
-/// versions with consecutive numbers; `history` holds at most `max_history` records, oldest first.
+/// Guarded by `StateCore::writer`. Invariants: `history` holds at most `max_history` records,
+/// oldest first; `roots` holds the retained versions oldest first, with consecutive numbers, its
+/// last element being the version `current` publishes, and its first `oldest_retained()`.
+///
+/// Retention follows the records, as the seeds' replayed history did: a version is kept while
+/// the history still holds a change made after it. So `max_history` bounds memory by what
+/// changed — at most `max_history + 1` roots, each differing from the next by the paths of the
+/// keys one commit touched — whatever the shape of the commits. (Keeping `max_history` versions
+/// instead kept a thousand near-complete copies of the map when each commit rewrote 100 keys,
+/// and evicting those cold copies was a third of the cost of `update`.)
 struct Writer {
     history: VecDeque<Arc<ChangeRecord>>,
     roots: VecDeque<Arc<Version>>,
     max_history: usize,
     counts: Counts,
+}
+
+impl Writer {
+    /// The oldest version to keep when `current` is the newest: the one just before the oldest
+    /// recorded change. A commit whose records were only partly evicted (a `clear` of more keys
+    /// than `max_history`) still keeps the version before it, so such a commit can be undone.
+    fn oldest_retained(&self, current: u64) -> u64 {
+        self.history.front().map_or(current, |r| r.version - 1)
+    }
 }
 
 pub struct StateCore {
@@ -238,32 +256,41 @@ impl StateCore {
             old_roots.push(cur);
             let ts = now();
             let by: Option<Arc<str>> = changed_by.map(Arc::from);
-            records = pending
-                .into_iter()
-                .map(|p| {
-                    Arc::new(ChangeRecord {
-                        version: number,
-                        key: p.key,
-                        operation: p.operation,
-                        old: p.old,
-                        new: p.new,
-                        versions: p.versions,
-                        changed_by: by.clone(),
-                        timestamp: ts,
-                    })
+            let records_iter = pending.into_iter().map(|p| {
+                Arc::new(ChangeRecord {
+                    version: number,
+                    key: p.key,
+                    operation: p.operation,
+                    old: p.old,
+                    new: p.new,
+                    versions: p.versions,
+                    changed_by: by.clone(),
+                    timestamp: ts,
                 })
-                .collect();
+            });
+            // Subscribers get this commit's records after the lock; without any, the records go
+            // straight into the history (saving a vector and two atomic operations per record).
+            // With no history either, they are still collected: they must drop after the lock.
+            if self.n_subs.load(Ordering::Acquire) > 0 || w.max_history == 0 {
+                records = records_iter.collect();
+                if w.max_history > 0 {
+                    w.history.extend(records.iter().cloned());
+                }
+            } else {
+                records = Vec::new();
+                if w.max_history > 0 {
+                    w.history.extend(records_iter);
+                }
+            }
+            while w.history.len() > w.max_history {
+                old_records.extend(w.history.pop_front());
+            }
             let new = Arc::new(Version { number, map });
             self.current.store(Arc::clone(&new));
             w.roots.push_back(new);
-            while w.roots.len() > w.max_history + 1 {
+            let oldest = w.oldest_retained(number);
+            while w.roots.front().is_some_and(|v| v.number < oldest) {
                 old_roots.extend(w.roots.pop_front());
-            }
-            if w.max_history > 0 {
-                w.history.extend(records.iter().cloned());
-                while w.history.len() > w.max_history {
-                    old_records.extend(w.history.pop_front());
-                }
             }
             w.counts.commits += 1;
             count(&mut w.counts);
@@ -292,7 +319,8 @@ impl StateCore {
                 }
             }
         }
-        if self.n_subs.load(Ordering::Acquire) > 0 {
+        // No records: a subscriber registered after this commit took the writer lock.
+        if self.n_subs.load(Ordering::Acquire) > 0 && !records.is_empty() {
             let subs: Vec<Py<PyAny>> = {
                 let g = sync::lock(py, &self.subscribers);
                 g.iter().map(|(_, cb)| cb.clone_ref(py)).collect()
@@ -328,10 +356,12 @@ impl StateCore {
             )));
         }
         let w = sync::lock(py, &self.writer);
-        if let Some(v) = w.roots.iter().find(|v| v.number == n) {
+        let oldest = w.roots.front().map(|v| v.number).unwrap_or(cur.number);
+        // Retained versions are consecutive: index, don't search.
+        if let Some(v) = n.checked_sub(oldest).and_then(|i| w.roots.get(i as usize)) {
+            debug_assert_eq!(v.number, n);
             return Ok(Arc::clone(v));
         }
-        let oldest = w.roots.front().map(|v| v.number).unwrap_or(cur.number);
         let msg = format!(
             "version {n} is no longer retained: the oldest retained version is {oldest} \
              (max_history={})",
@@ -494,7 +524,7 @@ impl ThreadSafeState {
             Err(_) => py.get_type::<PyDict>().call1((mapping,))?.cast_into::<PyDict>()?,
         };
         let mut items = Vec::with_capacity(dict.len());
-        for (k, v) in dict.iter() {
+        for (k, v) in frozen::dict_items(&dict) {
             items.push((key_of(&k)?, self.freeze(&v)?));
         }
         if items.is_empty() {
@@ -889,7 +919,7 @@ impl ThreadSafeState {
             g.push((id, callback));
             self.core.n_subs.store(g.len(), Ordering::Release);
         }
-        Ok(Subscription { core: Arc::clone(&self.core), id })
+        Ok(Subscription { core: Arc::downgrade(&self.core), id })
     }
 
     /// `{key: (old_value, new_value)}` for every key that differs between two retained versions
@@ -922,6 +952,49 @@ impl ThreadSafeState {
             cur.map.len(),
             self.core.isolation.name()
         )
+    }
+
+    /// Reports the subscriber callbacks and async waiters, which the core alone owns, so that
+    /// `state.subscribe(self.on_change)` on an object holding the state is collectable. Only a
+    /// sole owner of the core reports (views share it: two would count each reference twice),
+    /// and the locks are only tried: this may run while another thread holds them.
+    ///
+    /// Stored values are not reported: a value's reference belongs to a `Frozen` that snapshots
+    /// and history records outside the state may share, so the collector could clear a value
+    /// that is still reachable through them. Values that refer back to the state (possible only
+    /// with `isolation="reference"` or deep-copied objects) keep it alive until replaced.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if Arc::strong_count(&self.core) != 1 {
+            return Ok(());
+        }
+        if let Some(g) = self.core.subscribers.try_lock() {
+            for (_, cb) in g.iter() {
+                visit.call(cb)?;
+            }
+        }
+        if let Some(g) = self.core.async_waiters.try_lock() {
+            for (lp, fut) in g.iter() {
+                visit.call(lp)?;
+                visit.call(fut)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if Arc::strong_count(&self.core) != 1 {
+            return;
+        }
+        // Taken under the locks, dropped after them: a callback's __del__ may re-enter.
+        let subs = self.core.subscribers.try_lock().map(|mut g| {
+            self.core.n_subs.store(0, Ordering::Release);
+            std::mem::take(&mut *g)
+        });
+        let waiters = self.core.async_waiters.try_lock().map(|mut g| {
+            self.core.n_async.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *g)
+        });
+        drop((subs, waiters));
     }
 }
 
@@ -1189,25 +1262,30 @@ impl StateTransaction {
 /// Returned by `subscribe`; `close()` (or leaving a `with` block) stops the callbacks.
 #[pyclass(frozen, module = "nogilsafe", name = "StateSubscription")]
 pub struct Subscription {
-    core: Arc<StateCore>,
+    /// Weak: a handle kept by the subscriber must not keep the state alive, nor count as a
+    /// second owner of the core (which would stop the state reporting its callbacks to the
+    /// collector — see `ThreadSafeState::__traverse__`).
+    core: Weak<StateCore>,
     id: u64,
 }
 
 #[pymethods]
 impl Subscription {
     fn close(&self, py: Python<'_>) {
+        let Some(core) = self.core.upgrade() else { return };
         let mut removed: Vec<(u64, Py<PyAny>)> = Vec::new();
         {
-            let mut g = sync::lock(py, &self.core.subscribers);
+            let mut g = sync::lock(py, &core.subscribers);
             if let Some(pos) = g.iter().position(|(id, _)| *id == self.id) {
                 removed.push(g.remove(pos));
             }
-            self.core.n_subs.store(g.len(), Ordering::Release);
+            core.n_subs.store(g.len(), Ordering::Release);
         }
     }
     #[getter]
     fn closed(&self, py: Python<'_>) -> bool {
-        let g = sync::lock(py, &self.core.subscribers);
+        let Some(core) = self.core.upgrade() else { return true };
+        let g = sync::lock(py, &core.subscribers);
         !g.iter().any(|(id, _)| *id == self.id)
     }
     fn __enter__(slf: Py<Self>) -> Py<Self> {
