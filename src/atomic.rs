@@ -27,6 +27,8 @@ pub struct AtomicCore {
 #[pyclass(frozen, module = "nogilsafe", name = "AtomicInt")]
 pub struct AtomicInt {
     core: Arc<AtomicCore>,
+    /// `None` for the owner, else the owner this view shares its core with (see `shared`).
+    owner: Option<Py<Self>>,
 }
 
 crate::shared::shared_core!(AtomicInt, AtomicCore);
@@ -92,8 +94,8 @@ impl AtomicInt {
     }
 
     /// A per-thread view sharing this integer: see the package docs.
-    fn local(&self) -> Self {
-        self.view()
+    fn local(slf: &Bound<'_, Self>) -> Self {
+        Self::view(slf)
     }
 
     fn get(&self) -> i64 {
@@ -283,7 +285,8 @@ mod tests {
     #[test]
     fn views_share_one_core() {
         let a = int(5);
-        let b = a.view();
+        // What `view` builds, minus the owner reference (that needs the interpreter).
+        let b = AtomicInt::from_parts(Arc::clone(&a.core), None);
         b.apply(|c| c.checked_add(2));
         assert_eq!(a.core.value.load(Ordering::SeqCst), 7);
         assert!(Arc::ptr_eq(&a.core, &b.core));

@@ -243,6 +243,8 @@ fn small_int(obj: &Bound<'_, PyAny>) -> Option<i64> {
 #[pyclass(frozen, module = "nogilsafe", name = "ThreadSafeDict", mapping)]
 pub struct ThreadSafeDict {
     core: Arc<DictCore>,
+    /// `None` for the owner, else the owner this view shares its core with (see `shared`).
+    owner: Option<Py<Self>>,
 }
 
 crate::shared::shared_core!(ThreadSafeDict, DictCore);
@@ -633,8 +635,8 @@ impl ThreadSafeDict {
     }
 
     /// A per-thread view sharing this dict's table.
-    fn local(&self) -> Self {
-        self.view()
+    fn local(slf: &Bound<'_, Self>) -> Self {
+        Self::view(slf)
     }
 
     fn __getitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -1249,9 +1251,9 @@ impl ThreadSafeDict {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Views share the core: only a sole owner reports the references, so each is visited
-        // once (a shared core is kept alive by its other view anyway). Never block here.
-        if Arc::strong_count(&self.core) != 1 {
+        // Only the owner reports the entries, once; a view reports its owner (see `shared`).
+        // Never block here: a lock's holder may be waiting for this very collection.
+        if self.visit_owner(&visit)? {
             return Ok(());
         }
         for s in self.core.shards.iter() {
@@ -1265,7 +1267,8 @@ impl ThreadSafeDict {
     }
 
     fn __clear__(&self) {
-        if Arc::strong_count(&self.core) != 1 {
+        // Views are never cleared: their owner breaks the cycle by clearing the entries.
+        if self.owner.is_some() {
             return;
         }
         let mut dead: Vec<Entry> = Vec::new();

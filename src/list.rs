@@ -27,8 +27,8 @@
 //!   failed commit means another writer succeeded, so they are not bounded).
 //!
 //! The elements are a `VecDeque`, so the queue-like `append` + `pop(0)` is O(1) at both ends.
-//! Views (`local()`) share the core; the collector is only shown the elements by a sole owner
-//! (`__traverse__`), so a cycle through a live view is left uncollected rather than miscounted.
+//! Views (`local()`) share the core; only the owner shows the collector the elements, and a
+//! view shows it its owner (see `shared`), so cycles through views are collected too.
 use std::collections::VecDeque;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +85,8 @@ pub struct ListCore {
 #[pyclass(frozen, module = "nogilsafe", name = "ThreadSafeList")]
 pub struct ThreadSafeList {
     core: Arc<ListCore>,
+    /// `None` for the owner, else the owner this view shares its core with (see `shared`).
+    owner: Option<Py<Self>>,
 }
 
 crate::shared::shared_core!(ThreadSafeList, ListCore);
@@ -692,8 +694,8 @@ impl ThreadSafeList {
     }
 
     /// A per-thread view sharing this list: see the package docs.
-    fn local(&self) -> Self {
-        self.view()
+    fn local(slf: &Bound<'_, Self>) -> Self {
+        Self::view(slf)
     }
 
     /// An atomic copy of the elements, as a builtin list.
@@ -1217,10 +1219,8 @@ impl ThreadSafeList {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Views share the core: visiting its elements from each of them would count each
-        // reference several times, which the collector must never see. So only a sole owner
-        // reports them (a cycle through a live view is then not collected; that is safe).
-        if Arc::strong_count(&self.core) != 1 {
+        // Only the owner reports the elements, once; a view reports its owner (see `shared`).
+        if self.visit_owner(&visit)? {
             return Ok(());
         }
         // Never wait here: the holder may be waiting for this very collection.
@@ -1233,7 +1233,8 @@ impl ThreadSafeList {
     }
 
     fn __clear__(&self) {
-        if Arc::strong_count(&self.core) != 1 {
+        // Views are never cleared: their owner breaks the cycle by clearing the elements.
+        if self.owner.is_some() {
             return;
         }
         let _old = match self.core.state.try_write() {

@@ -310,6 +310,8 @@ impl Drop for AbandonOnDrop<'_> {
 #[pyclass(frozen, generic, module = "nogilsafe", name = "OnceCell")]
 pub struct OnceCell {
     core: Arc<OnceCore>,
+    /// `None` for the owner, else the owner this view shares its core with (see `shared`).
+    owner: Option<Py<Self>>,
 }
 
 crate::shared::shared_core!(OnceCell, OnceCore);
@@ -347,8 +349,8 @@ impl OnceCell {
     }
 
     /// A per-thread view sharing this cell.
-    fn local(&self) -> Self {
-        self.view()
+    fn local(slf: &Bound<'_, Self>) -> Self {
+        Self::view(slf)
     }
 
     /// The value, computing it with `factory()` if the cell is empty.
@@ -430,6 +432,10 @@ impl OnceCell {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Only the owner reports the value, once; a view reports its owner (see `shared`).
+        if self.visit_owner(&visit)? {
+            return Ok(());
+        }
         // Lock-free read: never waits, never attaches.
         if let Some(v) = self.core.value.load().as_ref() {
             visit.call(&**v)?;
@@ -438,6 +444,9 @@ impl OnceCell {
     }
 
     fn __clear__(&self) {
+        if self.owner.is_some() {
+            return;
+        }
         // Only when nobody holds the state lock: a GC pass must not wait for it.
         let old = match self.core.state.try_lock() {
             Some(mut g) if matches!(*g, Phase::Ready) => {

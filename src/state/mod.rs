@@ -21,9 +21,8 @@
 //! other keys raise `TypeError`). A rollback is one history record (`key=None`, old/new value =
 //! the version numbers) so it stays O(1); `clear` records every removed key. `compare_and_set`
 //! compares with `==` on a fresh copy of the current value (a missing key never matches).
-//! Garbage collection: the state reports its subscriber callbacks and async waiters (which it
-//! alone owns) when no `.local()` view shares its core; see `__traverse__` for why stored values
-//! are never reported. Plain-data values cannot form cycles; an `isolation="reference"` value
+//! Garbage collection: the owner reports the subscriber callbacks and async waiters (which the
+//! core alone owns); see `__traverse__` for why stored values are never reported. Plain-data values cannot form cycles; an `isolation="reference"` value
 //! that refers back to the state keeps it alive until it is replaced.
 mod frozen;
 
@@ -375,6 +374,8 @@ impl StateCore {
 #[pyclass(frozen, module = "nogilsafe", name = "ThreadSafeState")]
 pub struct ThreadSafeState {
     core: Arc<StateCore>,
+    /// `None` for the owner, else the owner this view shares its core with (see `shared`).
+    owner: Option<Py<Self>>,
 }
 
 crate::shared::shared_core!(ThreadSafeState, StateCore);
@@ -466,8 +467,8 @@ impl ThreadSafeState {
     }
 
     /// A per-thread view sharing this state.
-    fn local(&self) -> Self {
-        self.view()
+    fn local(slf: &Bound<'_, Self>) -> Self {
+        Self::view(slf)
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -955,16 +956,16 @@ impl ThreadSafeState {
     }
 
     /// Reports the subscriber callbacks and async waiters, which the core alone owns, so that
-    /// `state.subscribe(self.on_change)` on an object holding the state is collectable. Only a
-    /// sole owner of the core reports (views share it: two would count each reference twice),
-    /// and the locks are only tried: this may run while another thread holds them.
+    /// `state.subscribe(self.on_change)` on an object holding the state is collectable. Only the
+    /// owner reports them; a view reports its owner (see `shared`). The locks are only tried:
+    /// this may run while another thread holds them.
     ///
     /// Stored values are not reported: a value's reference belongs to a `Frozen` that snapshots
     /// and history records outside the state may share, so the collector could clear a value
     /// that is still reachable through them. Values that refer back to the state (possible only
     /// with `isolation="reference"` or deep-copied objects) keep it alive until replaced.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if Arc::strong_count(&self.core) != 1 {
+        if self.visit_owner(&visit)? {
             return Ok(());
         }
         if let Some(g) = self.core.subscribers.try_lock() {
@@ -982,7 +983,7 @@ impl ThreadSafeState {
     }
 
     fn __clear__(&self) {
-        if Arc::strong_count(&self.core) != 1 {
+        if self.owner.is_some() {
             return;
         }
         // Taken under the locks, dropped after them: a callback's __del__ may re-enter.
@@ -1262,9 +1263,8 @@ impl StateTransaction {
 /// Returned by `subscribe`; `close()` (or leaving a `with` block) stops the callbacks.
 #[pyclass(frozen, module = "nogilsafe", name = "StateSubscription")]
 pub struct Subscription {
-    /// Weak: a handle kept by the subscriber must not keep the state alive, nor count as a
-    /// second owner of the core (which would stop the state reporting its callbacks to the
-    /// collector — see `ThreadSafeState::__traverse__`).
+    /// Weak: a handle kept by the subscriber must not keep the state alive (the state holds
+    /// the subscriber, so that would be a cycle the collector cannot see).
     core: Weak<StateCore>,
     id: u64,
 }
