@@ -407,10 +407,10 @@ class ThreadSafeState(_Generic[_T]):
     Readers never lock; writers commit new immutable versions. ``snapshot()`` and ``rollback()``
     are O(1); the history keeps the last ``max_history`` change records (one per key written),
     and a version stays retained for ``rollback``/``diff`` while the history holds a change made
-    after it; retained versions share all unchanged structure. ``isolation``: ``"freeze"`` (plain data is stored immutably and rebuilt
-    on read; other objects are deep-copied on write and read), ``"deepcopy"`` (every value
-    deep-copied on write and read) or ``"reference"`` (values stored as given: they must not be
-    mutated)."""
+    after it; retained versions share all unchanged structure. ``isolation``: ``"freeze"``
+    (plain data is stored immutably and rebuilt on read; other objects are deep-copied on write
+    and read), ``"deepcopy"`` (every value deep-copied on write and read) or ``"reference"``
+    (values stored as given: they must not be mutated)."""
 
     def __init__(
         self,

@@ -159,22 +159,16 @@ fn freeze_plain(obj: Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, 
     result
 }
 
-fn freeze_items<'py>(
-    it: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
-    path: &mut Vec<usize>,
-) -> Result<Box<[Frozen]>, FreezeErr> {
-    // Exact capacity: `into_boxed_slice` then needs no reallocation.
-    let mut out = Vec::with_capacity(it.len());
-    for item in it {
-        out.push(freeze_plain(item, path)?);
-    }
-    Ok(out.into_boxed_slice())
+/// Freeze `items` (each first made `shallow`) as a container's children.
+fn freeze_items(py: Python<'_>, mut items: Vec<Frozen>, path: &mut Vec<usize>) -> Result<Box<[Frozen]>, FreezeErr> {
+    finish(py, &mut items, path)?;
+    Ok(items.into_boxed_slice())
 }
 
 fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, FreezeErr> {
     let py = obj.py();
     if let Ok(l) = obj.cast::<PyList>() {
-        let mut items = with_critical_section(l, || {
+        let items = with_critical_section(l, || {
             let n = l.len();
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
@@ -184,11 +178,11 @@ fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Fro
             }
             out
         });
-        finish(py, &mut items, path)?;
-        return Ok(Frozen::List(items.into_boxed_slice()));
+        return Ok(Frozen::List(freeze_items(py, items, path)?));
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return Ok(Frozen::Tuple(freeze_items(t.as_slice().iter().cloned(), path)?));
+        let items = t.as_slice().iter().map(|o| shallow(o.clone())).collect();
+        return Ok(Frozen::Tuple(freeze_items(py, items, path)?));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
         let mut pairs = with_critical_section(d, || {
@@ -203,11 +197,12 @@ fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Fro
         return Ok(Frozen::Dict(pairs.into_boxed_slice()));
     }
     if let Ok(s) = obj.cast::<PySet>() {
-        let items: Vec<_> = s.iter().collect();
-        return Ok(Frozen::Set(freeze_items(items.into_iter(), path)?));
+        let items = s.iter().map(shallow).collect();
+        return Ok(Frozen::Set(freeze_items(py, items, path)?));
     }
     if let Ok(s) = obj.cast::<PyFrozenSet>() {
-        return Ok(Frozen::FrozenSet(freeze_items(s.iter(), path)?));
+        let items = s.iter().map(shallow).collect();
+        return Ok(Frozen::FrozenSet(freeze_items(py, items, path)?));
     }
     Err(PyTypeError::new_err("unreachable: not a container").into())
 }

@@ -22,8 +22,9 @@
 //! the version numbers) so it stays O(1); `clear` records every removed key. `compare_and_set`
 //! compares with `==` on a fresh copy of the current value (a missing key never matches).
 //! Garbage collection: the owner reports the subscriber callbacks and async waiters (which the
-//! core alone owns); see `__traverse__` for why stored values are never reported. Plain-data values cannot form cycles; an `isolation="reference"` value
-//! that refers back to the state keeps it alive until it is replaced.
+//! core alone owns); see `__traverse__` for why stored values are never reported. Plain-data
+//! values cannot form cycles; an `isolation="reference"` value that refers back to the state
+//! keeps it alive until it is replaced.
 mod frozen;
 
 use std::collections::VecDeque;
