@@ -88,9 +88,16 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        return {"title": self.title, "unit": self.unit, "columns": self.columns,
-                "rows": self.rows, "reference": self.reference, "notes": self.notes,
-                "interpreter": interpreter(), "machine": machine()}
+        return {
+            "title": self.title,
+            "unit": self.unit,
+            "columns": self.columns,
+            "rows": self.rows,
+            "reference": self.reference,
+            "notes": self.notes,
+            "interpreter": interpreter(),
+            "machine": machine(),
+        }
 
 
 def run_threads(bodies: Sequence[Callable[[], Any]], timeout: float = 600.0) -> float:
@@ -103,7 +110,7 @@ def run_threads(bodies: Sequence[Callable[[], Any]], timeout: float = 600.0) -> 
         try:
             barrier.wait()
             body()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(b,), daemon=True) for b in bodies]
@@ -132,8 +139,13 @@ def measure(impl: Impl, threads: int, ops_per_thread: int, repeat: int = 3) -> f
     return best
 
 
-def scaling_table(title: str, impls: Sequence[Impl], ops_per_thread: int,
-                  reference: str | None = None, threads: Sequence[int] | None = None) -> Table:
+def scaling_table(
+    title: str,
+    impls: Sequence[Impl],
+    ops_per_thread: int,
+    reference: str | None = None,
+    threads: Sequence[int] | None = None,
+) -> Table:
     counts = list(threads or thread_counts())
     table = Table(title, columns=[f"{n} thr" for n in counts], reference=reference)
     for impl in impls:
@@ -141,7 +153,7 @@ def scaling_table(title: str, impls: Sequence[Impl], ops_per_thread: int,
         for n in counts:
             try:
                 values.append(measure(impl, n, ops_per_thread))
-            except Exception as e:  # noqa: BLE001 - an anchor failing is reported, not fatal
+            except Exception as e:
                 print(f"  {impl.name} at {n} threads failed: {e!r}", file=sys.stderr)
                 values.append(None)
         table.add(impl.name, values)
@@ -166,7 +178,7 @@ def optional_import(name: str) -> Any | None:
         for part in name.split(".")[1:]:
             module = getattr(module, part)
         return module
-    except Exception:  # noqa: BLE001 - anchors are optional
+    except Exception:
         return None
 
 

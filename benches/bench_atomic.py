@@ -12,9 +12,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Impl, emit, optional_import, scaling_table  # noqa: E402
-
-from nogilsafe import AtomicInt  # noqa: E402
+from _harness import Impl, emit, optional_import, scaling_table
+from nogilsafe import AtomicInt
 
 OPS = int(os.environ.get("BENCH_OPS", 200_000))
 
@@ -67,17 +66,34 @@ def main() -> None:
     if ftc is not None:
         impls.append(Impl("ft_utils.AtomicInt64", lambda: ftc.AtomicInt64(0), loop("incr")))
         if ftl is not None:
-            impls.append(Impl("ft_utils.AtomicInt64 LocalWrapper", lambda: ftc.AtomicInt64(0),
-                              local_loop(ftl.LocalWrapper, "incr")))
+            impls.append(
+                Impl(
+                    "ft_utils.AtomicInt64 LocalWrapper",
+                    lambda: ftc.AtomicInt64(0),
+                    local_loop(ftl.LocalWrapper, "incr"),
+                )
+            )
     cer = optional_import("cereggii")
     if cer is not None:
-        impls.append(Impl("cereggii.AtomicInt64", lambda: cer.AtomicInt64(0), loop("increment_and_get")))
-        impls.append(Impl("cereggii.AtomicInt64 get_handle()", lambda: cer.AtomicInt64(0),
-                          local_loop(lambda a: a.get_handle(), "increment_and_get")))
-    table = scaling_table("AtomicInt.increment: ops/s by threads", impls, OPS, reference="Lock + int")
+        impls.append(
+            Impl("cereggii.AtomicInt64", lambda: cer.AtomicInt64(0), loop("increment_and_get"))
+        )
+        impls.append(
+            Impl(
+                "cereggii.AtomicInt64 get_handle()",
+                lambda: cer.AtomicInt64(0),
+                local_loop(lambda a: a.get_handle(), "increment_and_get"),
+            )
+        )
+    table = scaling_table(
+        "AtomicInt.increment: ops/s by threads", impls, OPS, reference="Lock + int"
+    )
     if ftc is None or cer is None:
-        table.notes.append("n/a rows: " + ", ".join(n for n, m in (("ft_utils", ftc), ("cereggii", cer)) if m is None)
-                           + " not installed in this interpreter.")
+        table.notes.append(
+            "n/a rows: "
+            + ", ".join(n for n, m in (("ft_utils", ftc), ("cereggii", cer)) if m is None)
+            + " not installed in this interpreter."
+        )
     emit("bench_atomic", [table])
 
 

@@ -17,9 +17,8 @@ import threading
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Impl, emit, optional_import, scaling_table  # noqa: E402
-
-from nogilsafe import ThreadSafeDict  # noqa: E402
+from _harness import Impl, emit, optional_import, scaling_table
+from nogilsafe import ThreadSafeDict
 
 OPS = int(os.environ.get("BENCH_OPS", 100_000))
 NKEYS = 1024
@@ -119,24 +118,60 @@ def impls_for(write_pct: int, objects: bool) -> list[Impl]:
     out = [
         Impl("dict", lambda: fill({}, objects), mapping_worker(same, write_pct, objects)),
         Impl("Lock + dict", locked, locked_worker(same, write_pct, objects)),
-        Impl("ThreadSafeDict", lambda: fill(ThreadSafeDict(), objects), mapping_worker(same, write_pct, objects)),
-        Impl("ThreadSafeDict .local()", lambda: fill(ThreadSafeDict(), objects),
-             mapping_worker(lambda d: d.local(), write_pct, objects)),
+        Impl(
+            "ThreadSafeDict",
+            lambda: fill(ThreadSafeDict(), objects),
+            mapping_worker(same, write_pct, objects),
+        ),
+        Impl(
+            "ThreadSafeDict .local()",
+            lambda: fill(ThreadSafeDict(), objects),
+            mapping_worker(lambda d: d.local(), write_pct, objects),
+        ),
     ]
     if wrap is not None:
-        out.insert(1, Impl("dict LocalWrapper", lambda: fill({}, objects), mapping_worker(wrap, write_pct, objects)))
-        out.insert(3, Impl("Lock + dict LocalWrapper", locked, locked_worker(wrap, write_pct, objects)))
+        out.insert(
+            1,
+            Impl(
+                "dict LocalWrapper",
+                lambda: fill({}, objects),
+                mapping_worker(wrap, write_pct, objects),
+            ),
+        )
+        out.insert(
+            3, Impl("Lock + dict LocalWrapper", locked, locked_worker(wrap, write_pct, objects))
+        )
     if ftc is not None:
-        out.append(Impl("ft_utils.ConcurrentDict", lambda: fill(ftc.ConcurrentDict(), objects),
-                        mapping_worker(same, write_pct, objects)))
+        out.append(
+            Impl(
+                "ft_utils.ConcurrentDict",
+                lambda: fill(ftc.ConcurrentDict(), objects),
+                mapping_worker(same, write_pct, objects),
+            )
+        )
         if wrap is not None:
-            out.append(Impl("ft_utils.ConcurrentDict LocalWrapper", lambda: fill(ftc.ConcurrentDict(), objects),
-                            mapping_worker(wrap, write_pct, objects)))
+            out.append(
+                Impl(
+                    "ft_utils.ConcurrentDict LocalWrapper",
+                    lambda: fill(ftc.ConcurrentDict(), objects),
+                    mapping_worker(wrap, write_pct, objects),
+                )
+            )
     if cer is not None:
-        out.append(Impl("cereggii.AtomicDict", lambda: fill(cer.AtomicDict(), objects),
-                        mapping_worker(same, write_pct, objects)))
-        out.append(Impl("cereggii.AtomicDict get_handle()", lambda: fill(cer.AtomicDict(), objects),
-                        mapping_worker(lambda d: d.get_handle(), write_pct, objects)))
+        out.append(
+            Impl(
+                "cereggii.AtomicDict",
+                lambda: fill(cer.AtomicDict(), objects),
+                mapping_worker(same, write_pct, objects),
+            )
+        )
+        out.append(
+            Impl(
+                "cereggii.AtomicDict get_handle()",
+                lambda: fill(cer.AtomicDict(), objects),
+                mapping_worker(lambda d: d.get_handle(), write_pct, objects),
+            )
+        )
     return out
 
 
@@ -177,6 +212,7 @@ def increment_impls() -> list[Impl]:
         Impl("ThreadSafeDict.increment .local()", ThreadSafeDict, tsd_worker(lambda d: d.local())),
     ]
     if ftc is not None:
+
         def ft_worker(shared: Any, i: int, ops: int):  # type: ignore[no-untyped-def]
             ks = steps(i, ops)
 
@@ -186,7 +222,13 @@ def increment_impls() -> list[Impl]:
 
             return body
 
-        out.append(Impl("dict of ft_utils.AtomicInt64", lambda: {k: ftc.AtomicInt64(0) for k in KEYS}, ft_worker))
+        out.append(
+            Impl(
+                "dict of ft_utils.AtomicInt64",
+                lambda: {k: ftc.AtomicInt64(0) for k in KEYS},
+                ft_worker,
+            )
+        )
     return out
 
 
@@ -194,11 +236,21 @@ def main() -> None:
     tables = []
     for write_pct in (10, 50):
         for objects in (False, True):
-            title = (f"{100 - write_pct}/{write_pct} read/write on {NKEYS} keys, "
-                     f"{'object' if objects else 'None (immortal)'} values: ops/s by threads")
-            tables.append(scaling_table(title, impls_for(write_pct, objects), OPS, reference="Lock + dict"))
-    tables.append(scaling_table(f"increment on {NKEYS} keys: ops/s by threads", increment_impls(), OPS,
-                                reference="Lock + dict of ints"))
+            title = (
+                f"{100 - write_pct}/{write_pct} read/write on {NKEYS} keys, "
+                f"{'object' if objects else 'None (immortal)'} values: ops/s by threads"
+            )
+            tables.append(
+                scaling_table(title, impls_for(write_pct, objects), OPS, reference="Lock + dict")
+            )
+    tables.append(
+        scaling_table(
+            f"increment on {NKEYS} keys: ops/s by threads",
+            increment_impls(),
+            OPS,
+            reference="Lock + dict of ints",
+        )
+    )
     emit("bench_dict", tables)
 
 

@@ -19,12 +19,12 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Impl, Table, emit, optional_import, scaling_table, thread_counts  # noqa: E402
-
-from nogilsafe import ThreadSafeList  # noqa: E402
+from _harness import Impl, Table, emit, optional_import, scaling_table, thread_counts
+from nogilsafe import ThreadSafeList
 
 OPS = int(os.environ.get("BENCH_OPS", 200_000))
 SIZE = 1000
@@ -76,11 +76,13 @@ def append_pop(wrap: Callable[[Any], Any], popname: str = "pop", front: bool = T
         append, pop = h.append, getattr(h, popname)
 
         if front and popname == "pop":
+
             def body() -> None:
                 for k in range(ops):
                     append(k)
                     pop(0)
         else:
+
             def body() -> None:
                 for k in range(ops):
                     append(k)
@@ -133,8 +135,11 @@ def contains(wrap: Callable[[Any], Any]):  # type: ignore[no-untyped-def]
 
 def iteration_table(counts: list[int], rounds: int) -> Table:
     """One thread iterates a 10k-item list ``rounds`` times; the others append and pop meanwhile."""
-    table = Table("iterate 10k items while others append+pop: M items iterated/s by the iterating thread",
-                  columns=[f"{n} thr" for n in counts], reference="Lock + list (copy, iterate)")
+    table = Table(
+        "iterate 10k items while others append+pop: M items iterated/s by the iterating thread",
+        columns=[f"{n} thr" for n in counts],
+        reference="Lock + list (copy, iterate)",
+    )
 
     def make_list() -> Any:
         return list(range(10_000))
@@ -161,6 +166,7 @@ def iteration_table(counts: list[int], rounds: int) -> Table:
         def w() -> None:
             h.append(-1)
             h.pop()
+
         return w
 
     cases = [
@@ -195,7 +201,9 @@ def iteration_table(counts: list[int], rounds: int) -> Table:
                         for _ in range(100):
                             w()
 
-                threads = [threading.Thread(target=iterator)] + [threading.Thread(target=appender) for _ in range(n - 1)]
+                threads = [threading.Thread(target=iterator)] + [
+                    threading.Thread(target=appender) for _ in range(n - 1)
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
@@ -220,17 +228,32 @@ def main() -> None:
         Impl("nogilsafe.ThreadSafeList .local()", ThreadSafeList, append_pop(local)),
     ]
     if ftc is not None:
-        impls.append(Impl("ft_utils.ConcurrentDeque (popleft)", ftc.ConcurrentDeque,
-                          append_pop(direct, "popleft")))
+        impls.append(
+            Impl(
+                "ft_utils.ConcurrentDeque (popleft)",
+                ftc.ConcurrentDeque,
+                append_pop(direct, "popleft"),
+            )
+        )
         if ftl is not None:
-            impls.append(Impl("ft_utils.ConcurrentDeque LocalWrapper", ftc.ConcurrentDeque,
-                              append_pop(ftl.LocalWrapper, "popleft")))
-    tables.append(scaling_table("append + pop(0) (one op = the pair)", impls, OPS, reference="Lock + list"))
+            impls.append(
+                Impl(
+                    "ft_utils.ConcurrentDeque LocalWrapper",
+                    ftc.ConcurrentDeque,
+                    append_pop(ftl.LocalWrapper, "popleft"),
+                )
+            )
+    tables.append(
+        scaling_table("append + pop(0) (one op = the pair)", impls, OPS, reference="Lock + list")
+    )
 
     def filled(cls: Callable[[Any], Any]) -> Callable[[], Any]:
         return lambda: cls(range(SIZE))
 
-    for title, kind in (("indexed read lst[i], 1k items", read), ("indexed write lst[i] = v, 1k items", write)):
+    for title, kind in (
+        ("indexed read lst[i], 1k items", read),
+        ("indexed write lst[i] = v, 1k items", write),
+    ):
         impls = [
             Impl("builtin list (unsafe)", filled(list), kind(direct)),
             Impl("Lock + list", filled(LockedList), kind(direct)),
@@ -245,8 +268,11 @@ def main() -> None:
         Impl("nogilsafe.ThreadSafeList", filled(ThreadSafeList), contains(direct)),
         Impl("nogilsafe.ThreadSafeList .local()", filled(ThreadSafeList), contains(local)),
     ]
-    tables.append(scaling_table("x in lst, 1k ints, found at 500", impls, max(OPS // 100, 100),
-                                reference="Lock + list"))
+    tables.append(
+        scaling_table(
+            "x in lst, 1k ints, found at 500", impls, max(OPS // 100, 100), reference="Lock + list"
+        )
+    )
     tables.append(iteration_table(counts, max(OPS // 20_000, 3)))
     if ftc is None:
         tables[0].notes.append("n/a rows: ft_utils not installed in this interpreter.")

@@ -25,9 +25,8 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Impl, Table, emit, scaling_table  # noqa: E402
-
-from nogilsafe import AsyncOnceCell, AsyncSingleton, OnceCell, async_singleton, singleton  # noqa: E402
+from _harness import Impl, Table, emit, scaling_table
+from nogilsafe import AsyncOnceCell, AsyncSingleton, OnceCell, async_singleton, singleton
 
 N = int(os.environ.get("BENCH_OPS", 200_000))
 THREADS = int(os.environ.get("BENCH_THREADS", 16))
@@ -96,6 +95,7 @@ def per_call_ns(fn: Any, *args: Any, number: int = N, repeat: int = 5) -> float:
 
 def per_await_ns(fn: Any, *args: Any, number: int = N, repeat: int = 5) -> float:
     """Best-of-``repeat`` ns per ``await fn(*args)`` inside one task."""
+
     async def run() -> float:
         best = float("inf")
         for _ in range(repeat):
@@ -109,8 +109,12 @@ def per_await_ns(fn: Any, *args: Any, number: int = N, repeat: int = 5) -> float
 
 
 def fast_path_table() -> Table:
-    table = Table("Initialised fast path, one thread", unit="ns/call", columns=["sync", "async"],
-                  reference="module-level `if _x is None`")
+    table = Table(
+        "Initialised fast path, one thread",
+        unit="ns/call",
+        columns=["sync", "async"],
+        reference="module-level `if _x is None`",
+    )
     cell: OnceCell[object] = OnceCell()
     cell.get_or_init(make)
     acell: AsyncOnceCell[object] = AsyncOnceCell()
@@ -132,9 +136,13 @@ def fast_path_table() -> Table:
     table.add("@singleton / @async_singleton", [per_call_ns(single), per_await_ns(asingle)])
     table.add("AsyncOnceCell.get_or_init(f)", [None, per_await_ns(acell.get_or_init, amake)])
     table.add("AsyncSingleton.instance()", [None, per_await_ns(Service.instance)])
-    table.add("seeds: asyncio.Lock double-checked", [None, per_await_ns(SeedSingleton.get_instance)])
-    table.notes.append("sync: `fn(*args)` in a loop; async: `await fn(*args)` in a loop inside one "
-                       "task; best of 5 runs of BENCH_OPS calls.")
+    table.add(
+        "seeds: asyncio.Lock double-checked", [None, per_await_ns(SeedSingleton.get_instance)]
+    )
+    table.notes.append(
+        "sync: `fn(*args)` in a loop; async: `await fn(*args)` in a loop inside one "
+        "task; best of 5 runs of BENCH_OPS calls."
+    )
     return table
 
 
@@ -171,9 +179,11 @@ def contended(get: Any) -> tuple[float, int, int]:
 
 
 def contended_table() -> Table:
-    table = Table(f"Contended first initialisation: {THREADS} threads x own loop x {TASKS} tasks",
-                  unit="ms until all resolved / failed tasks / distinct instances",
-                  columns=["ms", "failed", "instances"])
+    table = Table(
+        f"Contended first initialisation: {THREADS} threads x own loop x {TASKS} tasks",
+        unit="ms until all resolved / failed tasks / distinct instances",
+        columns=["ms", "failed", "instances"],
+    )
 
     async def slow() -> object:
         await asyncio.sleep(0.01)
@@ -195,9 +205,11 @@ def contended_table() -> Table:
 
     table.add("AsyncOnceCell.get_or_init", best_of(fresh_cell))
     table.add("seeds: asyncio.Lock double-checked", best_of(fresh_seed))
-    table.notes.append("factory = `await asyncio.sleep(0.01)`; best of 3 for ms, worst of 3 for "
-                       "failures and instances. Failures of the seeds' pattern are "
-                       "`RuntimeError: ... bound to a different event loop`.")
+    table.notes.append(
+        "factory = `await asyncio.sleep(0.01)`; best of 3 for ms, worst of 3 for "
+        "failures and instances. Failures of the seeds' pattern are "
+        "`RuntimeError: ... bound to a different event loop`."
+    )
     return table
 
 
@@ -223,13 +235,23 @@ def loop_of(get: Any) -> Any:
 def scaling() -> Table:
     impls = [
         Impl("module-level `if _x is None`", lambda: None, loop_of(lambda _: get_x)),
-        Impl("OnceCell.get_or_init(f), shared", ready_cell,
-             loop_of(lambda c: functools.partial(c.get_or_init, make))),
-        Impl("OnceCell.get_or_init(f), .local()", ready_cell,
-             loop_of(lambda c: functools.partial(c.local().get_or_init, make))),
+        Impl(
+            "OnceCell.get_or_init(f), shared",
+            ready_cell,
+            loop_of(lambda c: functools.partial(c.get_or_init, make)),
+        ),
+        Impl(
+            "OnceCell.get_or_init(f), .local()",
+            ready_cell,
+            loop_of(lambda c: functools.partial(c.local().get_or_init, make)),
+        ),
     ]
-    return scaling_table("Ready get_or_init by threads (sync)", impls, N // 4,
-                         reference="module-level `if _x is None`")
+    return scaling_table(
+        "Ready get_or_init by threads (sync)",
+        impls,
+        N // 4,
+        reference="module-level `if _x is None`",
+    )
 
 
 def main() -> None:

@@ -18,12 +18,12 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Impl, Table, emit, scaling_table  # noqa: E402
-
-from nogilsafe import ThreadSafeState  # noqa: E402
+from _harness import Impl, Table, emit, scaling_table
+from nogilsafe import ThreadSafeState
 
 OPS = int(os.environ.get("BENCH_OPS", 20_000))
 BIG = int(os.environ.get("BENCH_STATE_BIG", 100_000))
@@ -46,8 +46,17 @@ class SeedState:
             old = self._state.get(key, _MISSING)
             self._state[key] = copy.deepcopy(value)
             self._version += 1
-            self._history.append((time.time(), self._version, key, "set", copy.deepcopy(old),
-                                  copy.deepcopy(value), changed_by))
+            self._history.append(
+                (
+                    time.time(),
+                    self._version,
+                    key,
+                    "set",
+                    copy.deepcopy(old),
+                    copy.deepcopy(value),
+                    changed_by,
+                )
+            )
             return self._version
 
     def update(self, mapping: dict[str, Any], changed_by: Any = None) -> int:
@@ -56,8 +65,17 @@ class SeedState:
             for k, v in mapping.items():
                 old = self._state.get(k, _MISSING)
                 self._state[k] = copy.deepcopy(v)
-                self._history.append((time.time(), self._version, k, "update", copy.deepcopy(old),
-                                      copy.deepcopy(v), changed_by))
+                self._history.append(
+                    (
+                        time.time(),
+                        self._version,
+                        k,
+                        "update",
+                        copy.deepcopy(old),
+                        copy.deepcopy(v),
+                        changed_by,
+                    )
+                )
             return self._version
 
     def update_with(self, key: str, fn: Callable[[Any], Any], default: Any = None) -> Any:
@@ -120,8 +138,11 @@ def rollback_us(s: Any, batches: int = 20, per_batch: int = 200) -> float:
 
 
 def per_op_table() -> Table:
-    t = Table("ThreadSafeState per operation (single thread)", unit="µs per call",
-              columns=["seeds' design", "nogilsafe", "speedup"])
+    t = Table(
+        "ThreadSafeState per operation (single thread)",
+        unit="µs per call",
+        columns=["seeds' design", "nogilsafe", "speedup"],
+    )
 
     def row(name: str, make: Callable[[type], Any], op: Callable[[Any], Callable[[], Any]]) -> None:
         seed = us(op(make(SeedState)))
@@ -148,11 +169,17 @@ def per_op_table() -> Table:
     ints = {f"key{i}": -i for i in range(100)}
     row("update of 100 keys (int values)", with_keys(1000), lambda s: lambda: s.update(ints))
     hundred = {f"key{i}": dict(SMALL, i=-i) for i in range(100)}
-    row("update of 100 keys (small dict values)", with_keys(1000), lambda s: lambda: s.update(hundred))
-    t.notes.append("speedup = seeds' design / nogilsafe. Snapshot: the seeds deep-copy the dict; "
-                   "nogilsafe clones one root pointer (values are converted when read). Rollback: "
-                   "the seeds replay their records backwards; nogilsafe republishes a retained "
-                   "root. update: 100 of 1000 keys, one version and 100 history records.")
+    row(
+        "update of 100 keys (small dict values)",
+        with_keys(1000),
+        lambda s: lambda: s.update(hundred),
+    )
+    t.notes.append(
+        "speedup = seeds' design / nogilsafe. Snapshot: the seeds deep-copy the dict; "
+        "nogilsafe clones one root pointer (values are converted when read). Rollback: "
+        "the seeds replay their records backwards; nogilsafe republishes a retained "
+        "root. update: 100 of 1000 keys, one version and 100 history records."
+    )
     return t
 
 
@@ -176,13 +203,30 @@ def loop_update_with(wrap: Callable[[Any], Any]) -> Callable[[Any, int, int], Ca
 def main() -> None:
     tables = [per_op_table()]
     impls = [
-        Impl("seeds' design (RLock + deepcopy)", lambda: SeedState({"n": 0}), loop_update_with(lambda s: s)),
-        Impl("nogilsafe.ThreadSafeState", lambda: ThreadSafeState({"n": 0}), loop_update_with(lambda s: s)),
-        Impl("nogilsafe.ThreadSafeState .local()", lambda: ThreadSafeState({"n": 0}),
-             loop_update_with(lambda s: s.local())),
+        Impl(
+            "seeds' design (RLock + deepcopy)",
+            lambda: SeedState({"n": 0}),
+            loop_update_with(lambda s: s),
+        ),
+        Impl(
+            "nogilsafe.ThreadSafeState",
+            lambda: ThreadSafeState({"n": 0}),
+            loop_update_with(lambda s: s),
+        ),
+        Impl(
+            "nogilsafe.ThreadSafeState .local()",
+            lambda: ThreadSafeState({"n": 0}),
+            loop_update_with(lambda s: s.local()),
+        ),
     ]
-    tables.append(scaling_table("update_with(+1) on one key: Mops/s by threads", impls,
-                                max(1, OPS // 4), reference="seeds' design (RLock + deepcopy)"))
+    tables.append(
+        scaling_table(
+            "update_with(+1) on one key: Mops/s by threads",
+            impls,
+            max(1, OPS // 4),
+            reference="seeds' design (RLock + deepcopy)",
+        )
+    )
     emit("bench_state", tables)
 
 

@@ -112,8 +112,15 @@ def plot(table: dict[str, Any], counts: list[int], out: str) -> None:
         points = [(n, v) for n, v in zip(counts, values) if v is not None]
         if points:
             ours = name.startswith("nogilsafe")  # ours solid, the anchors dashed
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=4,
-                    linewidth=2 if ours else 1.2, linestyle="-" if ours else "--", label=name)
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                markersize=4,
+                linewidth=2 if ours else 1.2,
+                linestyle="-" if ours else "--",
+                label=name,
+            )
     ax.set_xscale("log", base=2)
     ax.set_xticks(counts)
     ax.set_xticklabels([str(n) for n in counts])
@@ -123,8 +130,15 @@ def plot(table: dict[str, Any], counts: list[int], out: str) -> None:
     ax.set_title(table["title"], fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.text(0.99, 0.01, f"{table.get('interpreter', interpreter())}; {table.get('machine', machine())}",
-             fontsize=6, ha="right", va="bottom", color="0.4")
+    fig.text(
+        0.99,
+        0.01,
+        f"{table.get('interpreter', interpreter())}; {table.get('machine', machine())}",
+        fontsize=6,
+        ha="right",
+        va="bottom",
+        color="0.4",
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=80)
     plt.close(fig)
@@ -134,14 +148,19 @@ def plot(table: dict[str, Any], counts: list[int], out: str) -> None:
         with Image.open(out) as img:
             small = img.convert("RGB").quantize(colors=256)
         small.save(out, optimize=True)
-    except Exception:  # noqa: BLE001 - the full-colour PNG is fine too
+    except Exception:
         pass
 
 
 def render(table: dict[str, Any]) -> str:
-    t = Table(table["title"], unit=table.get("unit", "Mops/s"), columns=list(table.get("columns", [])),
-              rows=dict(table.get("rows", {})), reference=table.get("reference"),
-              notes=list(table.get("notes", [])))
+    t = Table(
+        table["title"],
+        unit=table.get("unit", "Mops/s"),
+        columns=list(table.get("columns", [])),
+        rows=dict(table.get("rows", {})),
+        reference=table.get("reference"),
+        notes=list(table.get("notes", [])),
+    )
     text = t.render()
     # Table.render names the interpreter running this script; the JSON names the one that measured.
     here = f"{interpreter()}; {machine()}"
@@ -156,14 +175,17 @@ def write_report(benches: list[str], runs: dict[str, tuple[int, float]]) -> list
         import matplotlib  # noqa: F401
 
         plots_ok, plot_note = True, ""
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         plots_ok, plot_note = False, f"Plots skipped: matplotlib does not import here ({exc})."
     os.makedirs(PLOTS_DIR, exist_ok=True)
     for old in glob.glob(os.path.join(PLOTS_DIR, f"*-{tag()}-*.png")):
         os.remove(old)
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    knobs = ", ".join(f"{k}={os.environ[k]}" for k in ENV_KNOBS if k in os.environ) or "each bench's defaults"
+    knobs = (
+        ", ".join(f"{k}={os.environ[k]}" for k in ENV_KNOBS if k in os.environ)
+        or "each bench's defaults"
+    )
     out = [
         "# Benchmark report",
         "",
@@ -194,16 +216,22 @@ def write_report(benches: list[str], runs: dict[str, tuple[int, float]]) -> list
         rc, secs = runs.get(name, (None, 0.0))
         if rc not in (None, 0):
             problems.append(f"{name} exited with status {rc}")
-            out.append(f"**This run of {name} failed (exit status {rc}); "
-                       + ("the tables below are from an earlier run.**" if tables else "no results.**"))
+            out.append(
+                f"**This run of {name} failed (exit status {rc}); "
+                + ("the tables below are from an earlier run.**" if tables else "no results.**")
+            )
             out.append("")
         if tables is None:
-            out.append(f"No results for this interpreter yet (`benches/results/{name}-{tag()}.json`).")
+            out.append(
+                f"No results for this interpreter yet (`benches/results/{name}-{tag()}.json`)."
+            )
             continue
         if rc == 0:
             out.append(f"Measured in this run ({secs:.0f} s).")
         elif rc is None:
-            out.append(f"From an earlier run (`benches/results/{name}-{tag()}.json`); not rerun this time.")
+            out.append(
+                f"From an earlier run (`benches/results/{name}-{tag()}.json`); not rerun this time."
+            )
         for i, table in enumerate(tables, 1):
             out += ["", render(table).rstrip()]
             counts = thread_counts(table)
@@ -212,7 +240,7 @@ def write_report(benches: list[str], runs: dict[str, tuple[int, float]]) -> list
                 try:
                     plot(table, counts, os.path.join(PLOTS_DIR, png))
                     out += ["", f"![{table['title']}](plots/{png})"]
-                except Exception as exc:  # noqa: BLE001 - a plot failing must not lose the tables
+                except Exception as exc:
                     out += ["", f"(plot failed: {exc!r})"]
     tmp = REPORT + ".tmp"
     with open(tmp, "w") as f:
@@ -223,12 +251,24 @@ def write_report(benches: list[str], runs: dict[str, tuple[int, float]]) -> list
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="*", default=[], metavar="NAME",
-                   help="run only these benches (atomic, bench_dict, ...); the report keeps the others")
-    p.add_argument("--report-only", action="store_true",
-                   help="run nothing: rewrite README.md and the plots from benches/results/")
-    p.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_TIMEOUT", 1800)),
-                   help="seconds per bench (default 1800, or BENCH_TIMEOUT)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="run only these benches (atomic, bench_dict, ...); the report keeps the others",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite README.md and the plots from benches/results/",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=float(os.environ.get("BENCH_TIMEOUT", 1800)),
+        help="seconds per bench (default 1800, or BENCH_TIMEOUT)",
+    )
     args = p.parse_args(argv)
 
     print(f"{interpreter()}; {machine()}", flush=True)

@@ -12,6 +12,7 @@ set -euo pipefail
 PREFIX="${NOGILSAFE_FT_PREFIX:-$HOME/.cache/nogilsafe/python3.13t}"
 WORK="${NOGILSAFE_FT_WORK:-$HOME/.cache/nogilsafe/build}"
 LOG="$WORK/build.log"
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { echo "[ensure_ft_python] $*" >&2; }
 
@@ -58,16 +59,15 @@ need_root() {
 }
 
 # The trixie source list is added only for source packages, so no binary package is upgraded.
+# Its URIs and keyring are those of the machine's own Debian `deb` entries (whatever mirror the
+# machine is configured for); only the suite changes to trixie.
 SRC_LIST=/etc/apt/sources.list.d/nogilsafe-trixie-src.sources
 if [ ! -f "$SRC_LIST" ]; then
-  need_root "add a deb-src line for trixie"
-  cat > "$SRC_LIST" <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  need_root "add a deb-src entry for trixie"
+  entry="$("$ROOT_DIR/scripts/_apt_debian_source.py")" \
+    || { log "found no Debian 'deb' entry in the machine's apt sources to derive a deb-src entry from"; exit 1; }
+  printf '%s\n' "$entry" > "$SRC_LIST"
+  log "added $SRC_LIST:"; sed 's/^/  /' "$SRC_LIST" >&2
 fi
 
 build_deps="dpkg-dev build-essential zlib1g-dev libssl-dev libffi-dev libbz2-dev liblzma-dev libsqlite3-dev libreadline-dev uuid-dev libncurses-dev"

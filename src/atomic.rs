@@ -256,13 +256,19 @@ mod tests {
     use super::*;
 
     fn int(v: i64) -> AtomicInt {
-        AtomicInt::from_core(Arc::new(AtomicCore { value: AtomicI64::new(v), retries: AtomicU64::new(0) }))
+        AtomicInt::from_core(Arc::new(AtomicCore {
+            value: AtomicI64::new(v),
+            retries: AtomicU64::new(0),
+        }))
     }
 
     #[test]
     fn checked_apply_leaves_value_on_overflow() {
         let a = int(i64::MAX - 1);
-        assert_eq!(a.apply(|c| c.checked_add(1)), Some((i64::MAX - 1, i64::MAX)));
+        assert_eq!(
+            a.apply(|c| c.checked_add(1)),
+            Some((i64::MAX - 1, i64::MAX))
+        );
         assert_eq!(a.apply(|c| c.checked_add(1)), None);
         assert_eq!(a.core.value.load(Ordering::SeqCst), i64::MAX);
     }

@@ -881,6 +881,7 @@ impl ThreadSafeDict {
             .get()
             .snapshot_dict(py)
             .and_then(|d| d.repr().map(|s| s.to_string()));
+        // SAFETY: paired with the Py_ReprEnter above on the same live object.
         unsafe { ffi::Py_ReprLeave(slf.as_ptr()) };
         Ok(format!("ThreadSafeDict({})", r?))
     }

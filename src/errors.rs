@@ -72,29 +72,52 @@ fn ours(spec: &'static ExcSpec) -> impl Fn(Python<'_>) -> PyResult<Bound<'_, PyT
     move |py| Ok(spec.type_object(py).clone())
 }
 
-exc!(NOGILSAFE_ERROR, c"nogilsafe.NogilsafeError",
-    c"Base class of every error nogilsafe raises itself.", [builtin::<PyException>]);
-exc!(LOCK_TIMEOUT_ERROR, c"nogilsafe.LockTimeoutError",
+exc!(
+    NOGILSAFE_ERROR,
+    c"nogilsafe.NogilsafeError",
+    c"Base class of every error nogilsafe raises itself.",
+    [builtin::<PyException>]
+);
+exc!(
+    LOCK_TIMEOUT_ERROR,
+    c"nogilsafe.LockTimeoutError",
     c"A blocking call's timeout expired before it could proceed. Also a builtin TimeoutError.",
-    [ours(&NOGILSAFE_ERROR), builtin::<PyTimeoutError>]);
+    [ours(&NOGILSAFE_ERROR), builtin::<PyTimeoutError>]
+);
 exc!(REENTRANCY_ERROR, c"nogilsafe.ReentrancyError",
     c"Python code run on behalf of an operation (a callback, __eq__, __hash__, __del__, a factory) \
 tried to re-enter the same object in a way that would deadlock or never finish.",
     [ours(&NOGILSAFE_ERROR), builtin::<PyRuntimeError>]);
-exc!(THREAD_SAFE_STATE_ERROR, c"nogilsafe.ThreadSafeStateError",
-    c"Base class of ThreadSafeState's errors.", [ours(&NOGILSAFE_ERROR)]);
-exc!(STATE_KEY_ERROR, c"nogilsafe.StateKeyError",
+exc!(
+    THREAD_SAFE_STATE_ERROR,
+    c"nogilsafe.ThreadSafeStateError",
+    c"Base class of ThreadSafeState's errors.",
+    [ours(&NOGILSAFE_ERROR)]
+);
+exc!(
+    STATE_KEY_ERROR,
+    c"nogilsafe.StateKeyError",
     c"A required key is missing from a ThreadSafeState. Also a builtin KeyError.",
-    [ours(&THREAD_SAFE_STATE_ERROR), builtin::<PyKeyError>]);
-exc!(STATE_VERSION_ERROR, c"nogilsafe.StateVersionError",
+    [ours(&THREAD_SAFE_STATE_ERROR), builtin::<PyKeyError>]
+);
+exc!(
+    STATE_VERSION_ERROR,
+    c"nogilsafe.StateVersionError",
     c"A version that does not exist (yet) was named.",
-    [ours(&THREAD_SAFE_STATE_ERROR), builtin::<PyValueError>]);
-exc!(STATE_ROLLBACK_ERROR, c"nogilsafe.StateRollbackError",
+    [ours(&THREAD_SAFE_STATE_ERROR), builtin::<PyValueError>]
+);
+exc!(
+    STATE_ROLLBACK_ERROR,
+    c"nogilsafe.StateRollbackError",
     c"A rollback target is no longer retained in the history.",
-    [ours(&THREAD_SAFE_STATE_ERROR)]);
-exc!(STATE_CONFLICT_ERROR, c"nogilsafe.StateConflictError",
+    [ours(&THREAD_SAFE_STATE_ERROR)]
+);
+exc!(
+    STATE_CONFLICT_ERROR,
+    c"nogilsafe.StateConflictError",
     c"An optimistic transaction kept conflicting with other writers and gave up.",
-    [ours(&THREAD_SAFE_STATE_ERROR)]);
+    [ours(&THREAD_SAFE_STATE_ERROR)]
+);
 
 /// Every exception, parents before children.
 pub static ALL: [&ExcSpec; 8] = [

@@ -78,6 +78,7 @@ pub fn fast_eq(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Option<bool> {
     let r = unsafe { ffi::PyObject_RichCompareBool(pa, pb, ffi::Py_EQ) };
     if r < 0 {
         // Not expected for plain types (a MemoryError at worst): treat as unequal.
+        // SAFETY: called attached, right after the failed comparison that set the error.
         unsafe { ffi::PyErr_Clear() };
         return Some(false);
     }

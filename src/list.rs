@@ -41,8 +41,8 @@ use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyBytes, PyDict, PyFloat, PyGenericAlias, PyInt, PyIterator, PyList, PySlice,
-    PyString, PyTuple, PyType,
+    PyBool, PyBytes, PyDict, PyFloat, PyGenericAlias, PyInt, PyIterator, PyList, PySlice, PyString,
+    PyTuple, PyType,
 };
 use pyo3::PyTraverseError;
 
@@ -106,7 +106,10 @@ enum Kind {
 /// Python code (subclasses included: they may override `__eq__`).
 #[inline]
 fn kind(o: &Bound<'_, PyAny>) -> Option<Kind> {
-    if o.is_exact_instance_of::<PyInt>() || o.is_exact_instance_of::<PyFloat>() || o.is_exact_instance_of::<PyBool>() {
+    if o.is_exact_instance_of::<PyInt>()
+        || o.is_exact_instance_of::<PyFloat>()
+        || o.is_exact_instance_of::<PyBool>()
+    {
         Some(Kind::Num)
     } else if o.is_exact_instance_of::<PyString>() {
         Some(Kind::Str)
@@ -137,6 +140,7 @@ fn eq_nopy(item: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> Option<bool> {
     let r = unsafe { ffi::PyObject_RichCompareBool(item.as_ptr(), x.as_ptr(), ffi::Py_EQ) };
     if r < 0 {
         // Cannot happen for these types; let the Python path raise it properly.
+        // SAFETY: called attached, right after the failed comparison that set the error.
         unsafe { ffi::PyErr_Clear() };
         None
     } else {
@@ -157,7 +161,11 @@ fn eq_py(item: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// Whether `items` still starts with exactly the objects of `prefix` (pointer comparisons).
 fn starts_with(items: &VecDeque<Py<PyAny>>, prefix: &[Py<PyAny>]) -> bool {
-    items.len() >= prefix.len() && items.iter().zip(prefix).all(|(a, b)| a.as_ptr() == b.as_ptr())
+    items.len() >= prefix.len()
+        && items
+            .iter()
+            .zip(prefix)
+            .all(|(a, b)| a.as_ptr() == b.as_ptr())
 }
 
 fn clone_range(py: Python<'_>, items: &VecDeque<Py<PyAny>>, from: usize, to: usize) -> Items {
@@ -192,6 +200,7 @@ fn to_index(obj: &Bound<'_, PyAny>) -> PyResult<Index> {
     }
     // SAFETY: a valid object.
     if unsafe { ffi::PyIndex_Check(obj.as_ptr()) } != 0 {
+        // SAFETY: a valid object that passed PyIndex_Check; errors are fetched below.
         let i = unsafe { ffi::PyNumber_AsSsize_t(obj.as_ptr(), ffi::PyExc_IndexError) };
         if i == -1 {
             fetch_if_set(py)?;
@@ -213,6 +222,7 @@ fn slice_index(obj: Option<&Bound<'_, PyAny>>, default: isize) -> PyResult<isize
             "slice indices must be integers or have an __index__ method",
         ));
     }
+    // SAFETY: a valid object with __index__ (checked above); errors are fetched below.
     let i = unsafe { ffi::PyNumber_AsSsize_t(obj.as_ptr(), std::ptr::null_mut()) };
     if i == -1 {
         fetch_if_set(obj.py())?;
@@ -226,6 +236,7 @@ fn arg_isize(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
     let py = obj.py();
     // SAFETY: a valid object; PyNumber_Index returns a new reference or NULL with an error set.
     let index = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Index(obj.as_ptr()))? };
+    // SAFETY: `index` is a live exact int from PyNumber_Index; errors are fetched below.
     let i = unsafe { ffi::PyLong_AsSsize_t(index.as_ptr()) };
     if i == -1 {
         fetch_if_set(py)?;
@@ -282,7 +293,13 @@ impl ListCore {
 
     /// The first position in `[start, stop)` (list.index's clamping) holding an element equal to
     /// `x`, on the state at the call. Comparisons that run Python code run outside the lock.
-    fn find(&self, py: Python<'_>, x: &Bound<'_, PyAny>, start: isize, stop: isize) -> PyResult<Option<usize>> {
+    fn find(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        start: isize,
+        stop: isize,
+    ) -> PyResult<Option<usize>> {
         let (base, rest) = {
             let g = sync::read(py, &self.state);
             let len = g.items.len() as isize;
@@ -549,7 +566,10 @@ impl ListCore {
         for _ in 0..MAX_ATTEMPTS {
             let (version, snap) = {
                 let g = sync::read(py, &self.state);
-                (g.version, g.items.iter().map(|o| o.clone_ref(py)).collect::<Items>())
+                (
+                    g.version,
+                    g.items.iter().map(|o| o.clone_ref(py)).collect::<Items>(),
+                )
             };
             let tmp = PyList::new(py, &snap)?;
             let kwargs = PyDict::new(py);
@@ -582,7 +602,10 @@ impl ListCore {
         let mut g = sync::write(py, &self.state);
         let items = g.items.make_contiguous();
         let mut order: Vec<usize> = (0..items.len()).collect();
-        if items.iter().all(|o| o.bind(py).is_exact_instance_of::<PyInt>()) {
+        if items
+            .iter()
+            .all(|o| o.bind(py).is_exact_instance_of::<PyInt>())
+        {
             let mut keys = Vec::with_capacity(items.len());
             for o in items.iter() {
                 let mut overflow: c_int = 0;
@@ -599,9 +622,13 @@ impl ListCore {
             } else {
                 order.sort_by_key(|&a| keys[a]);
             }
-        } else if items.iter().all(|o| o.bind(py).is_exact_instance_of::<PyString>()) {
+        } else if items
+            .iter()
+            .all(|o| o.bind(py).is_exact_instance_of::<PyString>())
+        {
             // SAFETY: exact strs: PyUnicode_Compare cannot fail or call back.
             let cmp = |a: usize, b: usize| {
+                // SAFETY: both indices are in bounds of `items`, which hold live exact strs.
                 unsafe { ffi::PyUnicode_Compare(items[a].as_ptr(), items[b].as_ptr()) }.cmp(&0)
             };
             if reverse {
@@ -613,13 +640,16 @@ impl ListCore {
             return false;
         }
         // Move (never drop) each element to its place.
-        let mut slots: Vec<Option<Py<PyAny>>> = std::mem::take(&mut g.items).into_iter().map(Some).collect();
-        g.items = order.iter().map(|&k| slots[k].take().expect("order is a permutation")).collect();
+        let mut slots: Vec<Option<Py<PyAny>>> =
+            std::mem::take(&mut g.items).into_iter().map(Some).collect();
+        g.items = order
+            .iter()
+            .map(|&k| slots[k].take().expect("order is a permutation"))
+            .collect();
         g.version += 1;
         true
     }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // The Python type
@@ -631,7 +661,10 @@ impl ThreadSafeList {
 
     fn with_items(items: impl IntoIterator<Item = Py<PyAny>>) -> Self {
         Self::from_core(Arc::new(ListCore {
-            state: RwLock::new(ListState { items: items.into_iter().collect(), version: 0 }),
+            state: RwLock::new(ListState {
+                items: items.into_iter().collect(),
+                version: 0,
+            }),
             retries: AtomicU64::new(0),
         }))
     }
@@ -664,7 +697,13 @@ fn collect_for_extended(obj: &Bound<'_, PyAny>) -> PyResult<Items> {
     }
     // SAFETY: a valid object and a NUL-terminated message; the result is a new reference.
     let seq = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PySequence_Fast(obj.as_ptr(), c"must assign iterable to extended slice".as_ptr()))?
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PySequence_Fast(
+                obj.as_ptr(),
+                c"must assign iterable to extended slice".as_ptr(),
+            ),
+        )?
     };
     collect_items(&seq)
 }
@@ -737,7 +776,11 @@ impl ThreadSafeList {
         self.check()?;
         let mut g = sync::write(py, &self.core.state);
         let len = g.items.len() as isize;
-        let i = if index < 0 { (index + len).max(0) } else { index.min(len) };
+        let i = if index < 0 {
+            (index + len).max(0)
+        } else {
+            index.min(len)
+        };
         g.items.insert(i as usize, object);
         g.version += 1;
         Ok(())
@@ -751,7 +794,8 @@ impl ThreadSafeList {
         if g.items.is_empty() {
             return Err(out_of_range("pop from empty list"));
         }
-        let i = position(index, g.items.len()).ok_or_else(|| out_of_range("pop index out of range"))?;
+        let i =
+            position(index, g.items.len()).ok_or_else(|| out_of_range("pop index out of range"))?;
         let item = g.items.remove(i).expect("position is in range");
         g.version += 1;
         Ok(item)
@@ -892,14 +936,20 @@ impl ThreadSafeList {
     /// `fn` runs with no lock held; if another thread replaced that element meanwhile, `fn` runs
     /// again on the new one. If `fn` raises, the list is unchanged.
     #[pyo3(signature = (index, r#fn, /))]
-    fn update_at(&self, py: Python<'_>, index: &Bound<'_, PyAny>, r#fn: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn update_at(
+        &self,
+        py: Python<'_>,
+        index: &Bound<'_, PyAny>,
+        r#fn: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
         let index = arg_isize(index)?;
         self.check()?;
         let me = self.core_ptr();
         loop {
             let current = {
                 let g = sync::read(py, &self.core.state);
-                let i = position(index, g.items.len()).ok_or_else(|| out_of_range("list index out of range"))?;
+                let i = position(index, g.items.len())
+                    .ok_or_else(|| out_of_range("list index out of range"))?;
                 g.items[i].clone_ref(py)
             };
             let new = sync::in_callback(me, || r#fn.call1((current.bind(py),)))?.unbind();
@@ -939,7 +989,8 @@ impl ThreadSafeList {
             let mut replaced: Option<Py<PyAny>> = None;
             let current = {
                 let mut g = sync::write(py, &self.core.state);
-                let i = position(index, g.items.len()).ok_or_else(|| out_of_range("list index out of range"))?;
+                let i = position(index, g.items.len())
+                    .ok_or_else(|| out_of_range("list index out of range"))?;
                 match eq_nopy(g.items[i].bind(py), expected) {
                     Some(true) => {
                         replaced = Some(std::mem::replace(&mut g.items[i], new.clone_ref(py)));
@@ -960,7 +1011,8 @@ impl ThreadSafeList {
             }
             {
                 let mut g = sync::write(py, &self.core.state);
-                if let Some(i) = position(index, g.items.len()).filter(|&i| g.items[i].is(&current)) {
+                if let Some(i) = position(index, g.items.len()).filter(|&i| g.items[i].is(&current))
+                {
                     replaced = Some(std::mem::replace(&mut g.items[i], new.clone_ref(py)));
                     g.version += 1;
                 }
@@ -998,21 +1050,29 @@ impl ThreadSafeList {
         match to_index(index)? {
             Index::At(i) => {
                 let g = sync::read(py, &self.core.state);
-                let i = position(i, g.items.len()).ok_or_else(|| out_of_range("list index out of range"))?;
+                let i = position(i, g.items.len())
+                    .ok_or_else(|| out_of_range("list index out of range"))?;
                 Ok(g.items[i].clone_ref(py))
             }
             Index::Slice(start, stop, step) => {
                 let items: Items = {
                     let g = sync::read(py, &self.core.state);
                     let (start, _, n) = adjust(g.items.len(), start, stop, step);
-                    slice_positions(start, step, n).map(|p| g.items[p].clone_ref(py)).collect()
+                    slice_positions(start, step, n)
+                        .map(|p| g.items[p].clone_ref(py))
+                        .collect()
                 };
                 Ok(Bound::new(py, Self::with_items(items))?.into_any().unbind())
             }
         }
     }
 
-    fn __setitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        index: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         self.check()?;
         match to_index(index)? {
             Index::At(i) => {
@@ -1026,7 +1086,11 @@ impl ThreadSafeList {
                 Ok(())
             }
             Index::Slice(start, stop, step) => {
-                let new = if step == 1 { collect_for_slice(value)? } else { collect_for_extended(value)? };
+                let new = if step == 1 {
+                    collect_for_slice(value)?
+                } else {
+                    collect_for_extended(value)?
+                };
                 let mut later: Items = Vec::new();
                 let mut g = sync::write(py, &self.core.state);
                 let len = g.items.len();
@@ -1065,7 +1129,8 @@ impl ThreadSafeList {
         let len = g.items.len();
         match idx {
             Index::At(i) => {
-                let i = position(i, len).ok_or_else(|| out_of_range("list assignment index out of range"))?;
+                let i = position(i, len)
+                    .ok_or_else(|| out_of_range("list assignment index out of range"))?;
                 later.extend(g.items.remove(i));
             }
             Index::Slice(start, stop, step) => {
@@ -1127,11 +1192,18 @@ impl ThreadSafeList {
     }
 
     fn __mul__(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let Some(n) = repeat_count(n)? else { return Ok(py.NotImplemented()) };
+        let Some(n) = repeat_count(n)? else {
+            return Ok(py.NotImplemented());
+        };
         let snap = self.core.snapshot(py);
-        let total = snap.len().checked_mul(n).ok_or_else(|| PyMemoryError::new_err(()))?;
+        let total = snap
+            .len()
+            .checked_mul(n)
+            .ok_or_else(|| PyMemoryError::new_err(()))?;
         let mut items: Items = Vec::new();
-        items.try_reserve_exact(total).map_err(|_| PyMemoryError::new_err(()))?;
+        items
+            .try_reserve_exact(total)
+            .map_err(|_| PyMemoryError::new_err(()))?;
         for _ in 0..n {
             items.extend(snap.iter().map(|o| o.clone_ref(py)));
         }
@@ -1157,8 +1229,12 @@ impl ThreadSafeList {
             if n == 0 {
                 later = std::mem::take(&mut g.items);
             } else if n > 1 && len > 0 {
-                let total = len.checked_mul(n).ok_or_else(|| PyMemoryError::new_err(()))?;
-                g.items.try_reserve_exact(total - len).map_err(|_| PyMemoryError::new_err(()))?;
+                let total = len
+                    .checked_mul(n)
+                    .ok_or_else(|| PyMemoryError::new_err(()))?;
+                g.items
+                    .try_reserve_exact(total - len)
+                    .map_err(|_| PyMemoryError::new_err(()))?;
                 for _ in 1..n {
                     for k in 0..len {
                         let o = g.items[k].clone_ref(py);
@@ -1172,7 +1248,12 @@ impl ThreadSafeList {
         Ok(())
     }
 
-    fn __richcmp__(&self, py: Python<'_>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+    fn __richcmp__(
+        &self,
+        py: Python<'_>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
         let theirs: Bound<'_, PyAny> = if let Ok(o) = other.cast::<ThreadSafeList>() {
             o.get().snapshot_list(py)?.into_any()
         } else if other.cast::<PyList>().is_ok() {
@@ -1198,7 +1279,11 @@ impl ThreadSafeList {
             }
             return Ok("[...]".to_owned());
         }
-        let r = slf.get().snapshot_list(py).and_then(|l| l.repr().map(|r| r.to_string()));
+        let r = slf
+            .get()
+            .snapshot_list(py)
+            .and_then(|l| l.repr().map(|r| r.to_string()));
+        // SAFETY: paired with the Py_ReprEnter above on the same live object.
         unsafe { ffi::Py_ReprLeave(slf.as_ptr()) };
         Ok(format!("ThreadSafeList({})", r?))
     }
@@ -1214,7 +1299,10 @@ impl ThreadSafeList {
 
     #[classmethod]
     #[pyo3(signature = (item, /))]
-    fn __class_getitem__<'py>(cls: &Bound<'py, PyType>, item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyGenericAlias>> {
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyGenericAlias>> {
         PyGenericAlias::new(cls.py(), cls.as_any(), item)
     }
 
@@ -1253,6 +1341,7 @@ fn repeat_count(n: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
     if unsafe { ffi::PyIndex_Check(n.as_ptr()) } == 0 {
         return Ok(None);
     }
+    // SAFETY: a valid object that passed PyIndex_Check; errors are fetched below.
     let v = unsafe { ffi::PyNumber_AsSsize_t(n.as_ptr(), ffi::PyExc_OverflowError) };
     if v == -1 {
         fetch_if_set(n.py())?;
@@ -1277,5 +1366,4 @@ mod tests {
         assert_eq!(position(3, 3), None);
         assert_eq!(position(0, 0), None);
     }
-
 }

@@ -87,7 +87,11 @@ enum Entered {
 
 impl OnceCore {
     fn new() -> Self {
-        OnceCore { state: Mutex::new(Phase::Empty), value: ArcSwapOption::empty(), ready: Condvar::new() }
+        OnceCore {
+            state: Mutex::new(Phase::Empty),
+            value: ArcSwapOption::empty(),
+            ready: Condvar::new(),
+        }
     }
 
     #[inline]
@@ -100,7 +104,15 @@ impl OnceCore {
             id: NEXT_ATTEMPT.fetch_add(1, Ordering::Relaxed),
             outcome: OnceLock::new(),
         });
-        (Initializing { attempt: Arc::clone(&attempt), owner_thread, waiters: Vec::new(), sync_waiters: 0 }, attempt)
+        (
+            Initializing {
+                attempt: Arc::clone(&attempt),
+                owner_thread,
+                waiters: Vec::new(),
+                sync_waiters: 0,
+            },
+            attempt,
+        )
     }
 
     /// The blocking entry: ready value, ownership of a new attempt, or the end of the attempt in
@@ -137,7 +149,9 @@ impl OnceCore {
         }
         let mut timed_out = false;
         while waited_on.outcome.get().is_none() {
-            if !sync::wait_until(py, &self.ready, &mut g, deadline) && waited_on.outcome.get().is_none() {
+            if !sync::wait_until(py, &self.ready, &mut g, deadline)
+                && waited_on.outcome.get().is_none()
+            {
                 timed_out = true;
                 break;
             }
@@ -149,7 +163,10 @@ impl OnceCore {
         }
         drop(g);
         if timed_out {
-            return Err(sync::timeout_error("OnceCell.get_or_init: waiting for the initialiser", timeout));
+            return Err(sync::timeout_error(
+                "OnceCell.get_or_init: waiting for the initialiser",
+                timeout,
+            ));
         }
         Ok(match waited_on.outcome.get().expect("checked above") {
             Outcome::Ready(v) => Entered::Ready(v.clone_ref(py)),
@@ -191,7 +208,13 @@ impl OnceCore {
     }
 
     /// Register an async waiter on attempt `id`; false if that attempt has already ended.
-    fn add_waiter(&self, py: Python<'_>, id: u64, event_loop: Py<PyAny>, future: Py<PyAny>) -> bool {
+    fn add_waiter(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        event_loop: Py<PyAny>,
+        future: Py<PyAny>,
+    ) -> bool {
         let rejected: (Py<PyAny>, Py<PyAny>);
         let mut g = sync::lock(py, &self.state);
         match &mut *g {
@@ -213,7 +236,11 @@ impl OnceCore {
         let mut g = sync::lock(py, &self.state);
         if let Phase::Initializing(init) = &mut *g {
             if init.attempt.id == id {
-                if let Some(pos) = init.waiters.iter().position(|(_, f)| f.as_ptr() == future.as_ptr()) {
+                if let Some(pos) = init
+                    .waiters
+                    .iter()
+                    .position(|(_, f)| f.as_ptr() == future.as_ptr())
+                {
                     removed = Some(init.waiters.swap_remove(pos));
                 }
             }
@@ -266,8 +293,10 @@ fn wake_async_waiters(py: Python<'_>, waiters: Vec<(Py<PyAny>, Py<PyAny>)>) {
     }
     let waker = waker(py);
     for (lp, futs) in by_loop {
-        let result = PyList::new(py, futs)
-            .and_then(|futs| lp.bind(py).call_method1("call_soon_threadsafe", (waker, futs)));
+        let result = PyList::new(py, futs).and_then(|futs| {
+            lp.bind(py)
+                .call_method1("call_soon_threadsafe", (waker, futs))
+        });
         if let Err(e) = result {
             if !e.is_instance_of::<PyRuntimeError>(py) {
                 e.write_unraisable(py, Some(lp.bind(py)));
@@ -280,7 +309,11 @@ static WAKER: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
 
 fn waker(py: Python<'_>) -> &Bound<'_, PyCFunction> {
     WAKER
-        .get_or_init(py, || wrap_pyfunction!(wake_futures, py).expect("waker function").unbind())
+        .get_or_init(py, || {
+            wrap_pyfunction!(wake_futures, py)
+                .expect("waker function")
+                .unbind()
+        })
         .bind(py)
 }
 
@@ -288,7 +321,10 @@ fn waker(py: Python<'_>) -> &Bound<'_, PyCFunction> {
 #[pyfunction]
 fn wake_futures(futures: &Bound<'_, PyList>) {
     for fut in futures.iter() {
-        if matches!(fut.call_method0("done").and_then(|d| d.is_truthy()), Ok(false)) {
+        if matches!(
+            fut.call_method0("done").and_then(|d| d.is_truthy()),
+            Ok(false)
+        ) {
             let _ = fut.call_method1("set_result", (fut.py().None(),));
         }
     }
@@ -331,7 +367,9 @@ impl OnceAttempt {
 
     /// `None` while running; then `(0, value)`, `(1, exception)` or `(2, None)` (abandoned).
     fn outcome<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let Some(outcome) = self.attempt.outcome.get() else { return Ok(None) };
+        let Some(outcome) = self.attempt.outcome.get() else {
+            return Ok(None);
+        };
         let t = match outcome {
             Outcome::Ready(v) => (0, v.clone_ref(py)),
             Outcome::Failed(e) => (1, e.clone_ref(py)),
@@ -359,7 +397,12 @@ impl OnceCell {
     /// it ends (`timeout` seconds at most, then `LockTimeoutError`). If `factory` raises, that
     /// caller and every caller that waited for it get its exception, and the cell stays empty.
     #[pyo3(signature = (factory, timeout = None))]
-    fn get_or_init(&self, py: Python<'_>, factory: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn get_or_init(
+        &self,
+        py: Python<'_>,
+        factory: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         // Validated before the fast path, so a bad timeout is an error whatever the state.
         let deadline = sync::deadline(timeout)?;
         if let Some(v) = self.core.peek(py) {
@@ -372,13 +415,17 @@ impl OnceCell {
                 Entered::Failed(e) => return Err(PyErr::from_value(e.into_bound(py))),
                 Entered::Retry => continue,
                 Entered::Owner(attempt) => {
-                    let guard = AbandonOnDrop { core: &self.core, id: attempt.id };
+                    let guard = AbandonOnDrop {
+                        core: &self.core,
+                        id: attempt.id,
+                    };
                     let result = factory.call0();
                     std::mem::forget(guard);
                     return match result {
                         Ok(v) => {
                             let v = v.unbind();
-                            self.core.end(py, attempt.id, Outcome::Ready(v.clone_ref(py)));
+                            self.core
+                                .end(py, attempt.id, Outcome::Ready(v.clone_ref(py)));
                             Ok(v)
                         }
                         Err(e) => {
@@ -518,7 +565,9 @@ impl OnceCell {
         if self.core.end(py, id, outcome) {
             Ok(())
         } else {
-            Err(PyRuntimeError::new_err(format!("OnceCell attempt {id} is not in progress")))
+            Err(PyRuntimeError::new_err(format!(
+                "OnceCell attempt {id} is not in progress"
+            )))
         }
     }
 }
@@ -538,17 +587,27 @@ mod tests {
         Python::initialize();
         Python::attach(|py| {
             let core = OnceCore::new();
-            let Entered::Owner(a) = core.enter_blocking(py, 1, None, None).unwrap() else { panic!() };
+            let Entered::Owner(a) = core.enter_blocking(py, 1, None, None).unwrap() else {
+                panic!()
+            };
             // Another thread's view: re-entry from the owner thread is refused.
             assert!(core.enter_blocking(py, 1, None, None).is_err());
             assert!(core.end(py, a.id, Outcome::Failed(py.None())));
-            assert!(!core.end(py, a.id, Outcome::Abandoned), "an attempt ends once");
+            assert!(
+                !core.end(py, a.id, Outcome::Abandoned),
+                "an attempt ends once"
+            );
             assert!(matches!(a.outcome.get(), Some(Outcome::Failed(_))));
             assert!(core.peek(py).is_none());
-            let Entered::Owner(b) = core.enter_blocking(py, 1, None, None).unwrap() else { panic!() };
+            let Entered::Owner(b) = core.enter_blocking(py, 1, None, None).unwrap() else {
+                panic!()
+            };
             assert_ne!(a.id, b.id);
             assert!(core.end(py, b.id, Outcome::Ready(py.None())));
-            assert!(matches!(core.enter_blocking(py, 2, None, None).unwrap(), Entered::Ready(_)));
+            assert!(matches!(
+                core.enter_blocking(py, 2, None, None).unwrap(),
+                Entered::Ready(_)
+            ));
             assert!(!core.set(py, py.None()));
             assert!(core.take(py).is_some());
             assert!(core.set(py, py.None()));

@@ -76,7 +76,10 @@ macro_rules! shared_core {
             fn owner(&self) -> ::std::option::Option<&::pyo3::Py<Self>> {
                 self.owner.as_ref()
             }
-            fn from_parts(core: ::std::sync::Arc<$core>, owner: ::std::option::Option<::pyo3::Py<Self>>) -> Self {
+            fn from_parts(
+                core: ::std::sync::Arc<$core>,
+                owner: ::std::option::Option<::pyo3::Py<Self>>,
+            ) -> Self {
                 $ty { core, owner }
             }
         }

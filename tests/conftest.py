@@ -4,9 +4,8 @@ import os
 import sys
 import threading
 
-import pytest
-
 import nogilsafe
+import pytest
 
 
 def pytest_report_header(config: pytest.Config) -> str:

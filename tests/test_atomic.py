@@ -5,7 +5,6 @@ import pickle
 import threading
 
 import pytest
-
 from nogilsafe import AtomicInt, ReentrancyError
 from nogilsafe.testing import run_concurrently
 
@@ -132,14 +131,14 @@ def test_int_protocols() -> None:
 
 def test_comparisons() -> None:
     a = AtomicInt(5)
-    assert a == 5 and 5 == a and a != 6
+    assert a == 5 and a == 5 and a != 6
     assert a == AtomicInt(5) and a != AtomicInt(4)
     assert a < 6 and a <= 5 and a > 4 and a >= 5
     assert a < AtomicInt(10)
     assert a < 2**100  # beyond 64 bits compares like Python ints
     assert (a == "5") is False
     with pytest.raises(TypeError):
-        a < "x"  # noqa: B015
+        a < "x"
     with pytest.raises(TypeError):
         hash(a)
 

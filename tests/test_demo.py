@@ -13,18 +13,33 @@ import subprocess
 import sys
 
 import pytest
-
 from nogilsafe.demo import main
 from nogilsafe.demo._common import Config, expected_points, make_schedule, run_league
 from nogilsafe.demo.league import NogilsafeLeague
 
-SMALL = ["--threads", "4", "--matches", "300", "--players", "24", "--referees", "6", "--tasks", "8",
-         "--progress", "0"]
+SMALL = [
+    "--threads",
+    "4",
+    "--matches",
+    "300",
+    "--players",
+    "24",
+    "--referees",
+    "6",
+    "--tasks",
+    "8",
+    "--progress",
+    "0",
+]
 
 
 def run_demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nogilsafe.demo", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nogilsafe.demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def table(stdout: str) -> dict[str, list[str]]:
@@ -56,7 +71,9 @@ def test_nogilsafe_league_records_every_update() -> None:
     assert out.figures is not None
     assert out.figures.service_starts == 2  # the match engine and the results feed, once each
     assert out.lost_updates == 0
-    assert out.figures.played == 800 and out.figures.reported == 400 and out.figures.officiated == 400
+    assert (
+        out.figures.played == 800 and out.figures.reported == 400 and out.figures.officiated == 400
+    )
     assert out.figures.recorded_points == expected_points(cfg, schedule) == out.expected_points
     assert out.figures.log_entries == 400 and out.figures.counted == 400
     assert out.watcher_woke is not None and out.watcher_note == "woke on the commit"
@@ -79,7 +96,9 @@ def test_standings_snapshot_matches_the_match_log() -> None:
     assert sorted(e[0] for e in feed.log.snapshot()) == list(range(150))
 
 
-def test_main_exit_status_is_zero_and_names_interpreter_and_threads(capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_exit_status_is_zero_and_names_interpreter_and_threads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main([*SMALL, "--no-compare", "--no-race"]) == 0
     out = capsys.readouterr().out
     assert "Python 3." in out and "4 worker threads" in out
@@ -109,7 +128,7 @@ def test_compare_reports_the_seeds_figures() -> None:
     rows = table(proc.stdout)
     assert rows[""] == ["nogilsafe", "seeds' way"]
     for label in ("matches/s", "lost standings updates", "singleton errors", "points recorded"):
-        nogilsafe_cell, seeds_cell = rows[label]
+        _, seeds_cell = rows[label]
         assert re.match(r"^[\d,]+", seeds_cell), (label, seeds_cell)
     assert number(rows["lost standings updates"][0]) == 0
     assert number(rows["singleton errors"][0]) == 0

@@ -10,7 +10,6 @@ import types
 import weakref
 
 import pytest
-
 from nogilsafe import DELETE, MISSING, ReentrancyError, ThreadSafeDict
 
 
@@ -19,8 +18,13 @@ def both(*args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 def test_construction_like_dict() -> None:
-    for args, kwargs in [((), {}), (({"a": 1, "b": 2},), {}), (([("a", 1), ("b", 2), ("a", 3)],), {}),
-                         ((), {"x": 1}), (({"a": 1},), {"a": 2, "z": 0})]:
+    for args, kwargs in [
+        ((), {}),
+        (({"a": 1, "b": 2},), {}),
+        (([("a", 1), ("b", 2), ("a", 3)],), {}),
+        ((), {"x": 1}),
+        (({"a": 1},), {"a": 2, "z": 0}),
+    ]:
         d, t = both(*args, **kwargs)
         assert t == d and list(t.items()) == list(d.items())
     assert ThreadSafeDict(ThreadSafeDict(a=1)) == {"a": 1}
@@ -53,7 +57,7 @@ def test_item_access_and_errors() -> None:
     with pytest.raises(TypeError, match="unhashable"):
         t[[1]]
     with pytest.raises(TypeError, match="unhashable"):
-        [1] in t  # noqa: B015
+        [1] in t
     del t["a"]
     del d["a"]
     assert t == d and len(t) == 1 and bool(t) and not ThreadSafeDict()
@@ -104,7 +108,12 @@ def test_order_is_dicts_order() -> None:
 
 def test_update_forms_and_atomic_failure() -> None:
     d, t = both(a=1)
-    for arg, kw in [({"b": 2},), {}], [([("c", 3)],), {"d": 4}], [(ThreadSafeDict(e=5),), {}], [(), {"f": 6}]:
+    for arg, kw in (
+        [({"b": 2},), {}],
+        [([("c", 3)],), {"d": 4}],
+        [(ThreadSafeDict(e=5),), {}],
+        [(), {"f": 6}],
+    ):
         d.update(*arg, **kw)
         t.update(*arg, **kw)
     assert t == d and list(t.items()) == list(d.items())
@@ -148,12 +157,12 @@ def test_views_are_snapshots_with_set_ops() -> None:
 
 def test_equality_with_dicts_mappings_and_others() -> None:
     t = ThreadSafeDict(a=1)
-    assert t == {"a": 1} and {"a": 1} == t and t != {"a": 2} and t != {}
+    assert t == {"a": 1} and t == {"a": 1} and t != {"a": 2} and t != {}
     assert t == ThreadSafeDict(a=1) and t != ThreadSafeDict(a=1, b=2)
     assert t == types.MappingProxyType({"a": 1})
     assert t != [("a", 1)] and (t == 1) is False
     with pytest.raises(TypeError):
-        t < t  # type: ignore[operator]  # noqa: B015
+        t < t  # type: ignore[operator]
 
 
 def test_or_and_ior() -> None:

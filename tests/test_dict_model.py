@@ -11,18 +11,23 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-
 from nogilsafe import DELETE, ThreadSafeDict  # noqa: E402
 
-keys = st.one_of(st.integers(-5, 5), st.sampled_from(["a", "b", "c"]), st.just(1.0), st.just(True),
-                 st.tuples(st.integers(0, 2), st.sampled_from(["x", "y"])), st.none())
+keys = st.one_of(
+    st.integers(-5, 5),
+    st.sampled_from(["a", "b", "c"]),
+    st.just(1.0),
+    st.just(True),
+    st.tuples(st.integers(0, 2), st.sampled_from(["x", "y"])),
+    st.none(),
+)
 values = st.integers(-3, 3)
 
 
 def outcome(fn: Any) -> tuple[str, Any]:
     try:
         return ("ok", fn())
-    except Exception as e:  # noqa: BLE001 - the type and args are what we compare
+    except Exception as e:
         return (type(e).__name__, e.args)
 
 
@@ -61,7 +66,10 @@ class DictModel(RuleBasedStateMachine):
     def popitem(self) -> None:
         self.same(lambda d: d.popitem())
 
-    @rule(pairs=st.lists(st.tuples(keys, values), max_size=5), kw=st.dictionaries(st.sampled_from(["a", "q"]), values))
+    @rule(
+        pairs=st.lists(st.tuples(keys, values), max_size=5),
+        kw=st.dictionaries(st.sampled_from(["a", "q"]), values),
+    )
     def update(self, pairs: list[tuple[Any, int]], kw: dict[str, int]) -> None:
         self.same(lambda d: d.update(pairs, **kw))
 

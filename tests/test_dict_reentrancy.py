@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from nogilsafe import ReentrancyError, ThreadSafeDict
 from nogilsafe.testing import run_concurrently
 
@@ -62,9 +61,15 @@ def test_raising_hash_propagates_and_changes_nothing() -> None:
             raise ZeroDivisionError("hash")
 
     t = ThreadSafeDict(a=1)
-    for op in (lambda: t.__setitem__(BadHash(), 1), lambda: t[BadHash()], lambda: BadHash() in t,
-               lambda: t.update({"x": 1}, y=2) or t.update([(BadHash(), 1)]), lambda: t.pop(BadHash()),
-               lambda: t.increment(BadHash()), lambda: t.get_or_insert_with(BadHash(), int)):
+    for op in (
+        lambda: t.__setitem__(BadHash(), 1),
+        lambda: t[BadHash()],
+        lambda: BadHash() in t,
+        lambda: t.update({"x": 1}, y=2) or t.update([(BadHash(), 1)]),
+        lambda: t.pop(BadHash()),
+        lambda: t.increment(BadHash()),
+        lambda: t.get_or_insert_with(BadHash(), int),
+    ):
         with pytest.raises(ZeroDivisionError):
             op()
     assert t == {"a": 1, "x": 1, "y": 2}
@@ -176,10 +181,12 @@ def test_callbacks_mutating_same_dict_raise_never_hang() -> None:
     t = ThreadSafeDict(k=1)
 
     def body() -> None:
-        for op in (lambda: t.compute("k", lambda v: t.increment("k")),
-                   lambda: t.update_value("k", lambda v: t.pop("k")),
-                   lambda: t.get_or_insert_with("n", lambda: t.get_or_insert_with("n", int)),
-                   lambda: t.compute("k", lambda v: t.clear())):
+        for op in (
+            lambda: t.compute("k", lambda v: t.increment("k")),
+            lambda: t.update_value("k", lambda v: t.pop("k")),
+            lambda: t.get_or_insert_with("n", lambda: t.get_or_insert_with("n", int)),
+            lambda: t.compute("k", lambda v: t.clear()),
+        ):
             with pytest.raises(ReentrancyError):
                 op()
         assert t == {"k": 1}

@@ -9,7 +9,6 @@ import threading
 import tracemalloc
 
 import pytest
-
 from nogilsafe import DELETE, ThreadSafeDict
 from nogilsafe.testing import run_concurrently
 
@@ -125,7 +124,9 @@ def test_update_many_is_never_seen_half_applied() -> None:
         return seen
 
     try:
-        out = run_concurrently(lambda i: (work(i), i == THREADS - 1 and stop.set())[0], threads=THREADS, timeout=60)
+        out = run_concurrently(
+            lambda i: (work(i), i == THREADS - 1 and stop.set())[0], threads=THREADS, timeout=60
+        )
     finally:
         stop.set()
     assert sum(r[0] for r in out) > 0
@@ -213,6 +214,7 @@ def test_get_or_insert_with_waiters_take_over_after_a_failed_factory() -> None:
 
     def work(i: int) -> object:
         if i == 0:
+
             def failing() -> object:
                 calls.append(0)
                 started.set()
@@ -246,6 +248,7 @@ def test_get_or_insert_with_waiter_times_out() -> None:
 
     def work(i: int) -> None:
         if i == 0:
+
             def slow() -> int:
                 started.set()
                 release.wait(10)

@@ -43,7 +43,16 @@ def run_mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
     f = tmp_path / "example.py"
     f.write_text(textwrap.dedent(source))
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / "c"), str(f)],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            str(f),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gc
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-
 from nogilsafe import OnceCell, ThreadSafeDict, ThreadSafeList, ThreadSafeState
 
 
@@ -53,7 +53,9 @@ def stored_in_cell(c: Any) -> object:
     return c.get()
 
 
-KINDS: dict[str, tuple[Callable[[], Any], Callable[[Any, Any], None], Callable[[Any], object] | None]] = {
+KINDS: dict[
+    str, tuple[Callable[[], Any], Callable[[Any, Any], None], Callable[[Any], object] | None]
+] = {
     "dict": (ThreadSafeDict, store_in_dict, stored_in_dict),
     "list": (ThreadSafeList, store_in_list, stored_in_list),
     "once": (OnceCell, store_in_cell, stored_in_cell),
@@ -62,7 +64,9 @@ KINDS: dict[str, tuple[Callable[[], Any], Callable[[Any, Any], None], Callable[[
 
 
 @pytest.fixture(params=sorted(KINDS))
-def kind(request: pytest.FixtureRequest) -> tuple[Callable[[], Any], Callable[[Any, Any], None], Callable[[Any], object] | None]:
+def kind(
+    request: pytest.FixtureRequest,
+) -> tuple[Callable[[], Any], Callable[[Any, Any], None], Callable[[Any], object] | None]:
     return KINDS[request.param]
 
 
@@ -71,7 +75,9 @@ def kind(request: pytest.FixtureRequest) -> tuple[Callable[[], Any], Callable[[A
     [lambda owner: [owner.local()], lambda owner: [owner.local().local(), owner.local()]],
     ids=["one view", "views of views"],
 )
-def test_cycle_through_views_is_collected(kind: Any, make_views: Callable[[Any], list[Any]]) -> None:
+def test_cycle_through_views_is_collected(
+    kind: Any, make_views: Callable[[Any], list[Any]]
+) -> None:
     make, store, _ = kind
     owner = make()
     h = Holder()

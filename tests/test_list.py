@@ -8,10 +8,10 @@ import gc
 import pickle
 import types
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-
 from nogilsafe import ReentrancyError, ThreadSafeList
 
 
@@ -22,12 +22,12 @@ def same(op: Callable[[Any], Any], initial: list[Any]) -> None:
     try:
         expected: Any = op(ref)
         exp_exc = None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         exp_exc = e
     try:
         got: Any = op(tsl)
         got_exc = None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         got_exc = e
     if exp_exc is not None:
         assert got_exc is not None, f"expected {exp_exc!r}, got {got!r}"
@@ -292,7 +292,7 @@ def test_sort_failure_leaves_list_unchanged() -> None:
 
 
 def test_operators() -> None:
-    same(lambda x: (x + [1, 2]), BASE)
+    same(lambda x: x + [1, 2], BASE)
     same(lambda x: (x + ThreadSafeList([1])) if isinstance(x, ThreadSafeList) else x + [1], BASE)
     same(lambda x: x * 2, BASE)
     same(lambda x: 3 * x, [1, 2])
@@ -377,7 +377,10 @@ def test_repr() -> None:
     lst.append(lst)
     assert repr(lst) == "ThreadSafeList([1, [...]])"
     inner = ThreadSafeList([2])
-    assert repr(ThreadSafeList([inner, inner])) == "ThreadSafeList([ThreadSafeList([2]), ThreadSafeList([2])])"
+    assert (
+        repr(ThreadSafeList([inner, inner]))
+        == "ThreadSafeList([ThreadSafeList([2]), ThreadSafeList([2])])"
+    )
 
 
 def test_iteration_is_a_snapshot() -> None:

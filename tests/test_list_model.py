@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,6 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-
 from nogilsafe import ThreadSafeList  # noqa: E402
 
 
@@ -55,7 +55,7 @@ steps = st.one_of(st.none(), st.sampled_from([1, 2, 3, -1, -2]))
 def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
     try:
         r = fn()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return ("raised", (type(e), str(e)))
     if isinstance(r, ThreadSafeList):
         r = r.snapshot()
@@ -68,7 +68,9 @@ class ListModel(RuleBasedStateMachine):
         self.model: list[Any] = []
         self.real = ThreadSafeList()
 
-    def both(self, fn: Callable[[Any], Any], model_fn: Callable[[list[Any]], Any] | None = None) -> None:
+    def both(
+        self, fn: Callable[[Any], Any], model_fn: Callable[[list[Any]], Any] | None = None
+    ) -> None:
         expected = outcome(lambda: (model_fn or fn)(self.model))
         got = outcome(lambda: fn(self.real))
         assert got == expected
@@ -110,7 +112,9 @@ class ListModel(RuleBasedStateMachine):
         self.both(op)
 
     @rule(start=bounds, stop=bounds, step=steps, xs=st.lists(values, max_size=5))
-    def setslice(self, start: int | None, stop: int | None, step: int | None, xs: list[Any]) -> None:
+    def setslice(
+        self, start: int | None, stop: int | None, step: int | None, xs: list[Any]
+    ) -> None:
         def op(l: Any) -> None:
             l[start:stop:step] = xs
 

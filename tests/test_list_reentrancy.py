@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-
 from nogilsafe import ReentrancyError, ThreadSafeList
 
 TIMEOUT = 10.0
@@ -25,7 +25,7 @@ def bounded(fn: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
     def run() -> None:
         try:
             out["result"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as e:
             out["error"] = e
 
     t = threading.Thread(target=run, daemon=True)
@@ -194,7 +194,18 @@ def test_dels_that_append_never_deadlock() -> None:
         gc.collect()
 
     bounded(scenario)
-    assert fired == ["setitem", "pop", "clear", "drain", "remove", "slice", "delslice", "imul", "cas", "update"]
+    assert fired == [
+        "setitem",
+        "pop",
+        "clear",
+        "drain",
+        "remove",
+        "slice",
+        "delslice",
+        "imul",
+        "cas",
+        "update",
+    ]
     assert lst.snapshot()[-2:] == ["u", "update"]
 
 

@@ -9,7 +9,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from nogilsafe import ThreadSafeList
 from nogilsafe.testing import run_concurrently
 

@@ -54,8 +54,20 @@ def mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
     f = tmp_path / "example.py"
     f.write_text(textwrap.dedent(source))
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull, str(f)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            os.devnull,
+            str(f),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
 
 
@@ -68,4 +80,7 @@ def test_wrong_element_type_is_rejected(tmp_path: Path) -> None:
     r = mypy(tmp_path, BAD)
     assert r.returncode == 1
     assert 'Argument 1 to "append" of "ThreadSafeList" has incompatible type "str"' in r.stdout
-    assert 'Incompatible types in assignment (expression has type "int", variable has type "str")' in r.stdout
+    assert (
+        'Incompatible types in assignment (expression has type "int", variable has type "str")'
+        in r.stdout
+    )

@@ -8,11 +8,9 @@ import time
 import weakref
 
 import pytest
-
+from conftest import join_all
 from nogilsafe import AtomicInt, LockTimeoutError, OnceCell, ReentrancyError, run_once, singleton
 from nogilsafe.testing import run_concurrently
-
-from conftest import join_all
 
 
 def wait_for_waiters(cell: OnceCell, n: int, timeout: float = 10.0) -> None:
@@ -69,7 +67,9 @@ def test_sixteen_threads_slow_factory_runs_once() -> None:
         time.sleep(0.05)
         return object()
 
-    results = run_concurrently(lambda i: cell.get_or_init(factory, timeout=10), threads=16, iterations=3)
+    results = run_concurrently(
+        lambda i: cell.get_or_init(factory, timeout=10), threads=16, iterations=3
+    )
     values = {id(v) for per_thread in results for v in per_thread}
     assert calls.get() == 1
     assert values == {id(cell.get())}

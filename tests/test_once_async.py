@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-
+from conftest import join_all
 from nogilsafe import (
     AsyncOnceCell,
     AsyncSingleton,
@@ -21,8 +21,6 @@ from nogilsafe import (
     run_once,
 )
 from nogilsafe.testing import run_concurrently
-
-from conftest import join_all
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -37,8 +35,12 @@ def loop_factory(kind: str | None) -> Callable[[], asyncio.AbstractEventLoop] | 
     return _uvloop_factory() if kind == "uvloop" else None
 
 
-def on_loops(threads: int, body: Callable[[int], Awaitable[Any]], kind: str | None = None,
-             timeout: float = 30.0) -> list[Any]:
+def on_loops(
+    threads: int,
+    body: Callable[[int], Awaitable[Any]],
+    kind: str | None = None,
+    timeout: float = 30.0,
+) -> list[Any]:
     """Run ``body(i)`` on a fresh event loop in each of ``threads`` threads, started together."""
     factory = loop_factory(kind)
 
@@ -68,8 +70,9 @@ def test_sixteen_threads_own_loops_hundred_tasks_factory_runs_once(kind: str | N
         return object()
 
     async def body(i: int) -> list[Any]:
-        return await asyncio.gather(*(cell.get_or_init(factory, timeout=20) for _ in range(100)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(cell.get_or_init(factory, timeout=20) for _ in range(100)), return_exceptions=True
+        )
 
     results = [r for per in on_loops(16, body, kind) for r in per]
     assert len(results) == 1600
@@ -91,10 +94,12 @@ def test_failure_reaches_all_waiters_of_attempt_one_and_attempt_two_succeeds() -
         return "attempt two"
 
     async def body(i: int) -> tuple[list[Any], list[Any]]:
-        first = await asyncio.gather(*(cell.get_or_init(factory, timeout=20) for _ in range(100)),
-                                     return_exceptions=True)
-        second = await asyncio.gather(*(cell.get_or_init(factory, timeout=20) for _ in range(100)),
-                                      return_exceptions=True)
+        first = await asyncio.gather(
+            *(cell.get_or_init(factory, timeout=20) for _ in range(100)), return_exceptions=True
+        )
+        second = await asyncio.gather(
+            *(cell.get_or_init(factory, timeout=20) for _ in range(100)), return_exceptions=True
+        )
         return first, second
 
     out = on_loops(16, body)
@@ -136,8 +141,9 @@ def test_cancelled_initialiser_hands_over_to_a_waiter() -> None:
         outcome["neighbours"] = await asyncio.gather(*neighbours, return_exceptions=True)
 
     async def waiter_main() -> None:
-        rs = await asyncio.gather(*(cell.get_or_init(factory, timeout=20) for _ in range(10)),
-                                  return_exceptions=True)
+        rs = await asyncio.gather(
+            *(cell.get_or_init(factory, timeout=20) for _ in range(10)), return_exceptions=True
+        )
         with lock:
             waiter_results.extend(rs)
 
@@ -166,7 +172,7 @@ def test_timeout_raises_lock_timeout_error_and_unregisters_the_waiter() -> None:
         owner = asyncio.create_task(cell.get_or_init(slow))
         patient = asyncio.create_task(cell.get_or_init(slow))
         await until_waiting(cell, 1)
-        with pytest.raises(LockTimeoutError, match="timed out after 0.05s"):
+        with pytest.raises(LockTimeoutError, match=r"timed out after 0\.05s"):
             await cell.get_or_init(slow, timeout=0.05)
         with pytest.raises(TimeoutError):
             await cell.get_or_init(slow, timeout=0)
@@ -221,7 +227,10 @@ def test_reentrant_await_from_inside_the_factory_raises() -> None:
             return 1
 
         # Other tasks of the same thread and loop are not re-entrant: they simply wait.
-        assert await asyncio.wait_for(asyncio.gather(*(cell.get_or_init(slow) for _ in range(5))), 5) == [1] * 5
+        assert (
+            await asyncio.wait_for(asyncio.gather(*(cell.get_or_init(slow) for _ in range(5))), 5)
+            == [1] * 5
+        )
 
     asyncio.run(main())
 

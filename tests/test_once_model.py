@@ -7,7 +7,6 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-
 from nogilsafe import OnceCell  # noqa: E402
 
 _MISSING = object()

@@ -13,7 +13,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def test_usage_type_checks() -> None:
     out, err, status = api.run(
-        ["--strict", "--no-incremental", "--python-version", "3.11", os.path.join(HERE, "typing", "once_usage.py")]
+        [
+            "--strict",
+            "--no-incremental",
+            "--python-version",
+            "3.11",
+            os.path.join(HERE, "typing", "once_usage.py"),
+        ]
     )
     assert status == 0, out + err
 

@@ -6,9 +6,8 @@ import subprocess
 import sys
 import sysconfig
 
-import pytest
-
 import nogilsafe
+import pytest
 
 FREE_THREADED_BUILD = sysconfig.get_config_var("Py_GIL_DISABLED") == 1
 

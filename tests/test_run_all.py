@@ -35,9 +35,19 @@ def run_all(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ModuleTy
 
 
 def table(title: str, columns: list[str]) -> dict[str, object]:
-    return {"title": title, "unit": "Mops/s", "columns": columns, "reference": "Lock + int",
-            "rows": {"Lock + int": [1.0] * len(columns), "nogilsafe.Thing": [2.0, None][: len(columns)]},
-            "notes": ["a note"], "interpreter": "CPython 9.9 (test)", "machine": "test machine"}
+    return {
+        "title": title,
+        "unit": "Mops/s",
+        "columns": columns,
+        "reference": "Lock + int",
+        "rows": {
+            "Lock + int": [1.0] * len(columns),
+            "nogilsafe.Thing": [2.0, None][: len(columns)],
+        },
+        "notes": ["a note"],
+        "interpreter": "CPython 9.9 (test)",
+        "machine": "test machine",
+    }
 
 
 def has_matplotlib() -> bool:
@@ -46,7 +56,10 @@ def has_matplotlib() -> bool:
 
 def test_report_from_existing_results(run_all: ModuleType, tmp_path: pathlib.Path) -> None:
     (tmp_path / "bench_thing.py").write_text('"""Thing against the anchors."""\n')
-    results = [table("Thing: ops/s by threads", ["1 thr", "2 thr"]), table("Thing: per call", ["get"])]
+    results = [
+        table("Thing: ops/s by threads", ["1 thr", "2 thr"]),
+        table("Thing: per call", ["get"]),
+    ]
     (tmp_path / "results" / f"bench_thing-{TAG}.json").write_text(json.dumps(results))
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "bench_thing.md").write_text("Hand-written: why Thing scales.\n")
@@ -58,11 +71,16 @@ def test_report_from_existing_results(run_all: ModuleType, tmp_path: pathlib.Pat
     assert "### Thing: ops/s by threads" in report and "### Thing: per call" in report
     assert "CPython 9.9 (test); test machine; Mops/s" in report  # who measured, not who reported
     assert "| nogilsafe.Thing | 2 (2x) | n/a |" in report
-    assert f"- Machine: {run_all.machine()}" in report and f"- Interpreter: {run_all.interpreter()}" in report
+    assert (
+        f"- Machine: {run_all.machine()}" in report
+        and f"- Interpreter: {run_all.interpreter()}" in report
+    )
     assert "From an earlier run" in report
     pngs = sorted(os.listdir(tmp_path / "plots"))
     if has_matplotlib():
-        assert len(pngs) == 1 and pngs[0].startswith(f"bench_thing-{TAG}-1-")  # the scaling table only
+        assert len(pngs) == 1 and pngs[0].startswith(
+            f"bench_thing-{TAG}-1-"
+        )  # the scaling table only
         assert f"(plots/{pngs[0]})" in report
         assert (tmp_path / "plots" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
     else:
@@ -70,14 +88,16 @@ def test_report_from_existing_results(run_all: ModuleType, tmp_path: pathlib.Pat
 
 
 def test_runs_each_bench_and_marks_failures(run_all: ModuleType, tmp_path: pathlib.Path) -> None:
-    (tmp_path / "bench_good.py").write_text(textwrap.dedent(f'''
+    (tmp_path / "bench_good.py").write_text(
+        textwrap.dedent(f'''
         """Good bench."""
         import json, os
         here = os.path.dirname(os.path.abspath(__file__))
         with open(os.path.join(here, "results", "bench_good-{TAG}.json"), "w") as f:
             json.dump([{table("Good: ops/s by threads", ["1 thr", "2 thr"])!r}], f)
         print("good table printed")
-    '''))
+    ''')
+    )
     (tmp_path / "bench_bad.py").write_text('"""Bad bench."""\nraise SystemExit(3)\n')
 
     assert run_all.main([]) == 1

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from nogilsafe import (
     NogilsafeError,
     ReentrancyError,
@@ -23,7 +22,6 @@ from nogilsafe import (
     ThreadSafeState,
     ThreadSafeStateError,
 )
-
 
 # --- basic operations -------------------------------------------------------------------------
 
@@ -52,9 +50,19 @@ def test_basic_operations() -> None:
 def test_values_of_every_plain_type_round_trip() -> None:
     s = ThreadSafeState()
     value = {
-        "none": None, "bool": True, "int": 2**100, "neg": -5, "float": 1.5, "complex": 1j,
-        "str": "héllo", "bytes": b"\x00\x01", "bytearray": bytearray(b"ab"),
-        "list": [1, [2, [3]]], "tuple": (1, (2,)), "set": {1, 2}, "frozenset": frozenset({3}),
+        "none": None,
+        "bool": True,
+        "int": 2**100,
+        "neg": -5,
+        "float": 1.5,
+        "complex": 1j,
+        "str": "héllo",
+        "bytes": b"\x00\x01",
+        "bytearray": bytearray(b"ab"),
+        "list": [1, [2, [3]]],
+        "tuple": (1, (2,)),
+        "set": {1, 2},
+        "frozenset": frozenset({3}),
         "dict": {1: "a", (1, 2): {"n": None}, frozenset({1}): 1},
     }
     s.set("v", value)
@@ -468,7 +476,9 @@ def test_repr_generic_and_local() -> None:
 def test_subscribe_and_close() -> None:
     s = ThreadSafeState()
     seen: list[list[tuple[str | None, str, object]]] = []
-    h = s.subscribe(lambda changes: seen.append([(c.key, c.operation, c.new_value) for c in changes]))
+    h = s.subscribe(
+        lambda changes: seen.append([(c.key, c.operation, c.new_value) for c in changes])
+    )
     s.set("a", 1)
     s.update({"b": 2, "c": 3})
     assert seen[0] == [("a", "set", 1)]
@@ -515,9 +525,8 @@ def test_raising_subscriber_does_not_break_commit(monkeypatch: pytest.MonkeyPatc
     def bad(_changes: object) -> None:
         raise RuntimeError("subscriber failed")
 
-    with s.subscribe(bad):
-        with s.subscribe(lambda c: calls.append(1)):
-            assert s.set("a", 1) == 1
+    with s.subscribe(bad), s.subscribe(lambda c: calls.append(1)):
+        assert s.set("a", 1) == 1
     assert s.get("a") == 1 and calls == [1]
     assert len(reported) == 1 and "subscriber failed" in str(reported[0])
 
@@ -558,7 +567,7 @@ def in_thread(fn) -> None:  # type: ignore[no-untyped-def]
     def run() -> None:
         try:
             fn()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     t = threading.Thread(target=run, daemon=True)
@@ -603,7 +612,9 @@ def test_clear_records_each_removed_key() -> None:
     assert v == 1 and len(s) == 0
     h = s.history()
     assert sorted((c.key, c.operation, c.old_value, c.new_value) for c in h) == [
-        ("a", "clear", 1, None), ("b", "clear", [2], None)]
+        ("a", "clear", 1, None),
+        ("b", "clear", [2], None),
+    ]
     assert {c.changed_by for c in h} == {"reset"} and s.clear() == 1
     s.rollback(0)
     assert dict(s.items()) == {"a": 1, "b": [2]}

@@ -122,7 +122,7 @@ def test_wait_for_async_from_several_threads_each_with_its_own_loop() -> None:
 
         try:
             asyncio.run(main())
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
@@ -234,7 +234,7 @@ def test_retained_versions_share_structure() -> None:
         s.set(f"k{v % 10_000}", v)
     grown = rss_kib() - base
     if base:
-        # Full copies would need ~1000 × 10k entries (hundreds of MB); sharing needs a few MB.
+        # Full copies would need ~1000 x 10k entries (hundreds of MB); sharing needs a few MB.
         assert grown < 10_000, f"grew {grown} KiB"
     assert s.rollback(0) == 1001 and s.get("k5") == 5
 

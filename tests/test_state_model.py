@@ -8,15 +8,17 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-
 from nogilsafe import StateRollbackError, StateVersionError, ThreadSafeState  # noqa: E402
 
 MAX_HISTORY = 5
 keys = st.sampled_from(["a", "b", "c", "d"])
 plain = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.binary(max_size=3),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
-    | st.tuples(inner, inner),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+        | st.tuples(inner, inner)
+    ),
     max_leaves=8,
 )
 
@@ -59,7 +61,9 @@ class StateModel(RuleBasedStateMachine):
 
     @rule(k=keys)
     def increment(self, k: str) -> None:
-        self.state.update_with(k, lambda v: (v if isinstance(v, int) and not isinstance(v, bool) else 0) + 1)
+        self.state.update_with(
+            k, lambda v: (v if isinstance(v, int) and not isinstance(v, bool) else 0) + 1
+        )
         old = self.versions[-1].get(k)
         base = old if isinstance(old, int) and not isinstance(old, bool) else 0
         self.commit({**self.versions[-1], k: base + 1})
@@ -71,7 +75,9 @@ class StateModel(RuleBasedStateMachine):
         if target < 0:
             return
         if target < self.oldest_retained():
-            with pytest.raises(StateRollbackError, match=f"oldest retained version is {self.oldest_retained()}"):
+            with pytest.raises(
+                StateRollbackError, match=f"oldest retained version is {self.oldest_retained()}"
+            ):
                 self.state.rollback(target)
             return
         self.state.rollback(target)

@@ -8,7 +8,7 @@ import pytest
 
 mypy_api = pytest.importorskip("mypy.api")
 
-USAGE = '''
+USAGE = """
 from nogilsafe import StateChange, StateSnapshot, StateTransaction, ThreadSafeState
 
 s: ThreadSafeState[int] = ThreadSafeState({"a": 1}, max_history=10, isolation="freeze")
@@ -32,13 +32,13 @@ async def waiter() -> int:
 
 with s.subscribe(lambda cs: None) as handle:
     handle.close()
-'''
+"""
 
-BAD = '''
+BAD = """
 from nogilsafe import ThreadSafeState
 s: ThreadSafeState[int] = ThreadSafeState()
 s.set("a", "not an int")
-'''
+"""
 
 
 def run(tmp_path: pathlib.Path, code: str) -> tuple[str, int]:

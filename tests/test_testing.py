@@ -3,7 +3,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from nogilsafe.testing import ConcurrentFailure, StuckThreadsError, run_concurrently
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections.abc as _abc
 
-from nogilsafe import _core
+from nogilsafe import _core as _core  # the native module, for tests and introspection
 from nogilsafe._core import (
     DELETE,
     MISSING,
@@ -18,16 +18,16 @@ from nogilsafe._core import (
     NogilsafeError,
     OnceCell,
     ReentrancyError,
+    StateChange,
     StateConflictError,
     StateKeyError,
     StateRollbackError,
-    StateChange,
     StateSnapshot,
     StateSubscription,
     StateTransaction,
     StateVersionError,
-    ThreadSafeList,
     ThreadSafeDict,
+    ThreadSafeList,
     ThreadSafeState,
     ThreadSafeStateError,
 )
@@ -44,27 +44,27 @@ from nogilsafe._once import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DELETE",
+    "MISSING",
     "AsyncOnceCell",
     "AsyncSingleton",
     "AsyncSingletonFunction",
-    "DELETE",
-    "MISSING",
     "AtomicInt",
     "LockTimeoutError",
     "NogilsafeError",
     "OnceCell",
     "ReentrancyError",
     "SingletonFunction",
+    "StateChange",
     "StateConflictError",
     "StateKeyError",
     "StateRollbackError",
-    "StateChange",
     "StateSnapshot",
     "StateSubscription",
     "StateTransaction",
     "StateVersionError",
-    "ThreadSafeList",
     "ThreadSafeDict",
+    "ThreadSafeList",
     "ThreadSafeState",
     "ThreadSafeStateError",
     "__version__",

@@ -1,5 +1,6 @@
 """Type stubs for nogilsafe's native core."""
 
+from collections.abc import Awaitable as _Awaitable
 from collections.abc import (
     Callable,
     ItemsView,
@@ -10,8 +11,14 @@ from collections.abc import (
     MutableSequence,
     ValuesView,
 )
+from collections.abc import Iterator as _Iterator
+from collections.abc import Mapping as _Mapping
 from types import GenericAlias
 from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
+from typing import Generic as _Generic
+from typing import Literal as _Literal
+from typing import TypeVar as _TypeVar
+from typing import overload as _overload
 
 from typing_extensions import Self
 
@@ -230,7 +237,10 @@ class ThreadSafeDict(Generic[_K, _V]):
     def __init__(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None: ...
     @overload
     def __init__(
-        self: ThreadSafeDict[str, _V], arg: Mapping[str, _V] | Iterable[tuple[str, _V]], /, **kwargs: _V
+        self: ThreadSafeDict[str, _V],
+        arg: Mapping[str, _V] | Iterable[tuple[str, _V]],
+        /,
+        **kwargs: _V,
     ) -> None: ...
     def local(self) -> ThreadSafeDict[_K, _V]:
         """A per-thread view sharing this dict's table."""
@@ -281,7 +291,9 @@ class ThreadSafeDict(Generic[_K, _V]):
     def __ror__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
     def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
-    def get_or_insert_with(self, key: _K, factory: Callable[[], _V], /, *, timeout: float | None = None) -> _V:
+    def get_or_insert_with(
+        self, key: _K, factory: Callable[[], _V], /, *, timeout: float | None = None
+    ) -> _V:
         """Return ``key``'s value, inserting ``factory()`` first if absent.
 
         ``factory`` runs with no lock held, once per successful insert: concurrent callers for
@@ -293,7 +305,9 @@ class ThreadSafeDict(Generic[_K, _V]):
         ``fn`` runs with no lock held and reruns if the entry changed meanwhile. Returns the new
         value, or None when the key was deleted.
         """
-    def update_value(self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ..., /) -> _V | None:
+    def update_value(
+        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ..., /
+    ) -> _V | None:
         """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default)."""
     def compare_and_set(self, key: _K, expected: object, new: _V, /) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (identity, or C-level equality of
@@ -307,14 +321,8 @@ class ThreadSafeDict(Generic[_K, _V]):
     @property
     def compute_retries(self) -> int:
         """How many times an optimistic operation reran its function."""
+
 # --- ThreadSafeState ------------------------------------------------------------------------------
-from collections.abc import Awaitable as _Awaitable
-from collections.abc import Iterator as _Iterator
-from collections.abc import Mapping as _Mapping
-from typing import Generic as _Generic
-from typing import Literal as _Literal
-from typing import TypeVar as _TypeVar
-from typing import overload as _overload
 
 _T = _TypeVar("_T")
 _D = _TypeVar("_D")
@@ -459,7 +467,11 @@ class ThreadSafeState(_Generic[_T]):
     def metrics(self) -> dict[str, Any]:
         """Commit counts per operation, retries, conflicts, versions and sizes."""
     def update_with(
-        self, key: str, fn: Callable[[_T], _T], default: _T | None = None, changed_by: str | None = None
+        self,
+        key: str,
+        fn: Callable[[_T], _T],
+        default: _T | None = None,
+        changed_by: str | None = None,
     ) -> _T:
         """Replace the value with ``fn(value)`` atomically; ``fn`` runs with no lock held and
         reruns if another writer changed the key meanwhile. Returns the new value."""

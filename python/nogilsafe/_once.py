@@ -77,7 +77,7 @@ class AsyncOnceCell(Generic[T]):
     initialising task is cancelled, one of the waiters takes over.
     """
 
-    __slots__ = ("_cell", "_peek", "__weakref__")
+    __slots__ = ("__weakref__", "_cell", "_peek")
 
     def __init__(self) -> None:
         self._cell: OnceCell[T] = OnceCell()
@@ -154,7 +154,9 @@ async def _get_or_init(
         # Abandoned (the owner was cancelled): go round; one of the waiters becomes the owner.
 
 
-async def _run_factory(cell: OnceCell[T], attempt_id: int, factory: Callable[[], Awaitable[T]]) -> T:
+async def _run_factory(
+    cell: OnceCell[T], attempt_id: int, factory: Callable[[], Awaitable[T]]
+) -> T:
     token = _RUNNING.set(_RUNNING.get() | {attempt_id})
     try:
         value = await factory()
@@ -170,8 +172,9 @@ async def _run_factory(cell: OnceCell[T], attempt_id: int, factory: Callable[[],
     return value
 
 
-async def _wait(cell: OnceCell[Any], attempt: Any, deadline: float | None,
-                timeout: float | None) -> tuple[int, Any]:
+async def _wait(
+    cell: OnceCell[Any], attempt: Any, deadline: float | None, timeout: float | None
+) -> tuple[int, Any]:
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     if cell._add_waiter(attempt.id, loop, fut):
@@ -287,7 +290,7 @@ class AsyncSingleton:
 AsyncSingleton._nogilsafe_instance_cell = AsyncOnceCell()
 
 
-class run_once(Generic[P, R]):  # noqa: N801 - used as a decorator
+class run_once(Generic[P, R]):
     """Run a function at most once (successfully): for ``close()``-style operations.
 
     Concurrent callers trigger one run; the others wait for it to finish and get its result.
@@ -344,7 +347,7 @@ class run_once(Generic[P, R]):  # noqa: N801 - used as a decorator
 
 
 class _BoundRunOnce:
-    __slots__ = ("_fn", "_cell")
+    __slots__ = ("_cell", "_fn")
 
     def __init__(self, fn: Callable[..., Any], cell: Any) -> None:
         self._fn = fn

@@ -9,7 +9,8 @@ committing thread: the loop is never blocked, and no thread polls.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nogilsafe._core import LockTimeoutError
 
@@ -35,7 +36,9 @@ async def _wait(state: Any, predicate: Callable[[Any], object]) -> Any:
             state._discard_async_waiter(fut)
 
 
-async def wait_for_async(state: Any, predicate: Callable[[Any], object], timeout: float | None) -> Any:
+async def wait_for_async(
+    state: Any, predicate: Callable[[Any], object], timeout: float | None
+) -> Any:
     if timeout is None:
         return await _wait(state, predicate)
     try:

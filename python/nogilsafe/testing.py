@@ -94,7 +94,7 @@ def run_concurrently(
                 out.append(fn(index))
         except threading.BrokenBarrierError:
             return  # another thread failed before the start; its error is the one to report
-        except BaseException as exc:  # noqa: BLE001 - everything is reported to the caller
+        except BaseException as exc:
             with errors_lock:
                 errors.append((threading.current_thread().name, exc))
             barrier.abort()
@@ -116,7 +116,9 @@ def run_concurrently(
         where = []
         for t in stuck:
             frame = frames.get(t.ident) if t.ident is not None else None
-            stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (no frame)\n"
+            stack = (
+                "".join(traceback.format_stack(frame)) if frame is not None else "  (no frame)\n"
+            )
             where.append(f"--- {t.name} ---\n{stack}")
         names = [t.name for t in stuck]
         raise StuckThreadsError(

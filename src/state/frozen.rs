@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::prelude::*;
 use pyo3::ffi;
+use pyo3::prelude::*;
 use pyo3::sync::critical_section::with_critical_section;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -54,6 +54,8 @@ impl Isolation {
     }
 }
 
+// `FrozenSet` names Python's `frozenset`, not a kind of `Frozen`.
+#[allow(clippy::enum_variant_names)]
 pub enum Frozen {
     /// An exact immutable builtin scalar: shared, never copied.
     Atom(Py<PyAny>),
@@ -160,7 +162,11 @@ fn freeze_plain(obj: Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Frozen, 
 }
 
 /// Freeze `items` (each first made `shallow`) as a container's children.
-fn freeze_items(py: Python<'_>, mut items: Vec<Frozen>, path: &mut Vec<usize>) -> Result<Box<[Frozen]>, FreezeErr> {
+fn freeze_items(
+    py: Python<'_>,
+    mut items: Vec<Frozen>,
+    path: &mut Vec<usize>,
+) -> Result<Box<[Frozen]>, FreezeErr> {
     finish(py, &mut items, path)?;
     Ok(items.into_boxed_slice())
 }
@@ -174,6 +180,7 @@ fn freeze_container(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Result<Fro
             for i in 0..n {
                 // SAFETY: `i < len`, and the critical section keeps the list from shrinking.
                 let item = unsafe { ffi::PyList_GET_ITEM(l.as_ptr(), i as ffi::Py_ssize_t) };
+                // SAFETY: `item` is a borrowed reference the list holds; it is increfed at once.
                 out.push(shallow(unsafe { Bound::from_borrowed_ptr(py, item) }));
             }
             out
@@ -223,7 +230,8 @@ fn shallow(obj: Bound<'_, PyAny>) -> Frozen {
 fn finish(py: Python<'_>, items: &mut [Frozen], path: &mut Vec<usize>) -> Result<(), FreezeErr> {
     for item in items.iter_mut() {
         if let Frozen::Ref(_) = item {
-            let Frozen::Ref(obj) = std::mem::replace(item, Frozen::ByteArray(Box::default())) else {
+            let Frozen::Ref(obj) = std::mem::replace(item, Frozen::ByteArray(Box::default()))
+            else {
                 unreachable!()
             };
             *item = freeze_plain(obj.into_bound(py), path)?;
@@ -234,13 +242,19 @@ fn finish(py: Python<'_>, items: &mut [Frozen], path: &mut Vec<usize>) -> Result
 
 /// Call `f` on each item of `d`. The caller holds `d`'s critical section, and `f` must not run
 /// Python code.
-fn for_each_item<'py>(d: &Bound<'py, PyDict>, mut f: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyAny>)) {
+fn for_each_item<'py>(
+    d: &Bound<'py, PyDict>,
+    mut f: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyAny>),
+) {
     let py = d.py();
     let (mut pos, mut k, mut v) = (0, std::ptr::null_mut(), std::ptr::null_mut());
     // SAFETY: the critical section keeps the dict from changing under PyDict_Next, and the
     // borrowed key and value are increfed before it ends.
     while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut k, &mut v) } != 0 {
-        f(unsafe { Bound::from_borrowed_ptr(py, k) }, unsafe { Bound::from_borrowed_ptr(py, v) });
+        // SAFETY: PyDict_Next hands out borrowed references the dict holds; both are increfed at once.
+        f(unsafe { Bound::from_borrowed_ptr(py, k) }, unsafe {
+            Bound::from_borrowed_ptr(py, v)
+        });
     }
 }
 

@@ -35,8 +35,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::prelude::*;
 use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
 use pyo3::PyTraverseError;
@@ -144,8 +144,19 @@ struct Pending {
 }
 
 impl Pending {
-    fn of(key: Key, operation: &'static str, old: Option<Arc<Frozen>>, new: Option<Arc<Frozen>>) -> Self {
-        Pending { key: Some(key), operation, old, new, versions: None }
+    fn of(
+        key: Key,
+        operation: &'static str,
+        old: Option<Arc<Frozen>>,
+        new: Option<Arc<Frozen>>,
+    ) -> Self {
+        Pending {
+            key: Some(key),
+            operation,
+            old,
+            new,
+            versions: None,
+        }
     }
 }
 
@@ -156,7 +167,10 @@ enum Outcome {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn same(a: Option<&Arc<Frozen>>, b: Option<&Arc<Frozen>>) -> bool {
@@ -195,7 +209,9 @@ static GLUE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn glue(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     Ok(GLUE
-        .get_or_try_init(py, || -> PyResult<_> { Ok(py.import("nogilsafe._state")?.into_any().unbind()) })?
+        .get_or_try_init(py, || -> PyResult<_> {
+            Ok(py.import("nogilsafe._state")?.into_any().unbind())
+        })?
         .bind(py))
 }
 
@@ -328,8 +344,10 @@ impl StateCore {
             if subs.is_empty() {
                 return;
             }
-            let changes: Vec<StateChange> =
-                records.iter().map(|r| StateChange { rec: Arc::clone(r) }).collect();
+            let changes: Vec<StateChange> = records
+                .iter()
+                .map(|r| StateChange { rec: Arc::clone(r) })
+                .collect();
             let changes = match PyList::new(py, changes) {
                 Ok(l) => l,
                 Err(e) => return e.write_unraisable(py, None),
@@ -368,7 +386,11 @@ impl StateCore {
             w.max_history
         );
         drop(w);
-        Err(if for_rollback { STATE_ROLLBACK_ERROR.err(msg) } else { STATE_VERSION_ERROR.err(msg) })
+        Err(if for_rollback {
+            STATE_ROLLBACK_ERROR.err(msg)
+        } else {
+            STATE_VERSION_ERROR.err(msg)
+        })
     }
 }
 
@@ -409,7 +431,11 @@ impl ThreadSafeState {
         let mut keys: Vec<&str> = cur.map.keys().map(|k| &**k).collect();
         keys.sort_unstable();
         let shown: Vec<String> = keys.iter().take(20).map(|k| format!("{k:?}")).collect();
-        let more = if keys.len() > 20 { format!(", ... ({} keys)", keys.len()) } else { String::new() };
+        let more = if keys.len() > 20 {
+            format!(", ... ({} keys)", keys.len())
+        } else {
+            String::new()
+        };
         format!("[{}{more}]", shown.join(", "))
     }
 }
@@ -423,7 +449,9 @@ fn initial_map(py: Python<'_>, obj: &Bound<'_, PyAny>, iso: Isolation) -> PyResu
         dump.call0()?
     } else {
         let dc = py.import("dataclasses")?;
-        if dc.getattr("is_dataclass")?.call1((obj,))?.is_truthy()? && !obj.is_instance_of::<PyType>() {
+        if dc.getattr("is_dataclass")?.call1((obj,))?.is_truthy()?
+            && !obj.is_instance_of::<PyType>()
+        {
             dc.getattr("asdict")?.call1((obj,))?
         } else {
             obj.clone()
@@ -434,7 +462,10 @@ fn initial_map(py: Python<'_>, obj: &Bound<'_, PyAny>, iso: Isolation) -> PyResu
             PyTypeError::new_err(format!(
                 "initial_state must be a mapping, a dataclass instance or an object with \
                  model_dump(), not {}",
-                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         } else {
             e
@@ -450,7 +481,12 @@ fn initial_map(py: Python<'_>, obj: &Bound<'_, PyAny>, iso: Isolation) -> PyResu
 impl ThreadSafeState {
     #[new]
     #[pyo3(signature = (initial_state = None, *, max_history = 1000, isolation = "freeze"))]
-    fn new(py: Python<'_>, initial_state: Option<&Bound<'_, PyAny>>, max_history: i64, isolation: &str) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        initial_state: Option<&Bound<'_, PyAny>>,
+        max_history: i64,
+        isolation: &str,
+    ) -> PyResult<Self> {
         if max_history < 0 {
             return Err(PyValueError::new_err("max_history must be >= 0"));
         }
@@ -459,7 +495,11 @@ impl ThreadSafeState {
             Some(obj) => initial_map(py, obj, iso)?,
             None => Map::new(),
         };
-        Ok(Self::from_core(Arc::new(StateCore::new(map, max_history as usize, iso))))
+        Ok(Self::from_core(Arc::new(StateCore::new(
+            map,
+            max_history as usize,
+            iso,
+        ))))
     }
 
     #[classmethod]
@@ -473,7 +513,12 @@ impl ThreadSafeState {
     }
 
     #[pyo3(signature = (key, default = None))]
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let k = key_str(key)?;
         let found = self.core.current.load().map.get(&*k).cloned();
         match found {
@@ -482,7 +527,11 @@ impl ThreadSafeState {
         }
     }
 
-    fn get_required<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn get_required<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let k = key_str(key)?;
         let found = self.core.current.load().map.get(&*k).cloned();
         match found {
@@ -494,7 +543,11 @@ impl ThreadSafeState {
         }
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let k = key_str(key)?;
         let found = self.core.current.load().map.get(&*k).cloned();
         match found {
@@ -505,25 +558,44 @@ impl ThreadSafeState {
 
     /// Store `value` under `key`; return the new version.
     #[pyo3(signature = (key, value, changed_by = None))]
-    fn set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, changed_by: Option<&str>) -> PyResult<u64> {
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        changed_by: Option<&str>,
+    ) -> PyResult<u64> {
         self.check()?;
         let key = key_of(key)?;
         let new = self.freeze(value)?;
-        let o = self.core.commit(py, changed_by, |c| c.sets += 1, |cur| {
-            let mut m = cur.map.clone();
-            let old = m.insert(Arc::clone(&key), Arc::clone(&new));
-            Plan::Commit(m, vec![Pending::of(key, "set", old, Some(new))])
-        })?;
+        let o = self.core.commit(
+            py,
+            changed_by,
+            |c| c.sets += 1,
+            |cur| {
+                let mut m = cur.map.clone();
+                let old = m.insert(Arc::clone(&key), Arc::clone(&new));
+                Plan::Commit(m, vec![Pending::of(key, "set", old, Some(new))])
+            },
+        )?;
         Ok(Self::committed(o))
     }
 
     /// Store every item of `mapping` as one new version; return it.
     #[pyo3(signature = (mapping, changed_by = None))]
-    fn update(&self, py: Python<'_>, mapping: &Bound<'_, PyAny>, changed_by: Option<&str>) -> PyResult<u64> {
+    fn update(
+        &self,
+        py: Python<'_>,
+        mapping: &Bound<'_, PyAny>,
+        changed_by: Option<&str>,
+    ) -> PyResult<u64> {
         self.check()?;
         let dict = match mapping.cast::<PyDict>() {
             Ok(d) => d.clone(),
-            Err(_) => py.get_type::<PyDict>().call1((mapping,))?.cast_into::<PyDict>()?,
+            Err(_) => py
+                .get_type::<PyDict>()
+                .call1((mapping,))?
+                .cast_into::<PyDict>()?,
         };
         let mut items = Vec::with_capacity(dict.len());
         for (k, v) in frozen::dict_items(&dict) {
@@ -532,33 +604,48 @@ impl ThreadSafeState {
         if items.is_empty() {
             return Ok(self.core.current.load().number);
         }
-        let o = self.core.commit(py, changed_by, |c| c.updates += 1, |cur| {
-            let mut m = cur.map.clone();
-            let pending = items
-                .into_iter()
-                .map(|(k, v)| {
-                    let old = m.insert(Arc::clone(&k), Arc::clone(&v));
-                    Pending::of(k, "update", old, Some(v))
-                })
-                .collect();
-            Plan::Commit(m, pending)
-        })?;
+        let o = self.core.commit(
+            py,
+            changed_by,
+            |c| c.updates += 1,
+            |cur| {
+                let mut m = cur.map.clone();
+                let pending = items
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let old = m.insert(Arc::clone(&k), Arc::clone(&v));
+                        Pending::of(k, "update", old, Some(v))
+                    })
+                    .collect();
+                Plan::Commit(m, pending)
+            },
+        )?;
         Ok(Self::committed(o))
     }
 
     /// Remove `key`; return whether it was present.
     #[pyo3(signature = (key, changed_by = None))]
-    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>, changed_by: Option<&str>) -> PyResult<bool> {
+    fn delete(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        changed_by: Option<&str>,
+    ) -> PyResult<bool> {
         self.check()?;
         let key = key_of(key)?;
-        let o = self.core.commit(py, changed_by, |c| c.deletes += 1, |cur| {
-            if !cur.map.contains_key(&key) {
-                return Plan::Unchanged;
-            }
-            let mut m = cur.map.clone();
-            let old = m.remove(&key);
-            Plan::Commit(m, vec![Pending::of(key, "delete", old, None)])
-        })?;
+        let o = self.core.commit(
+            py,
+            changed_by,
+            |c| c.deletes += 1,
+            |cur| {
+                if !cur.map.contains_key(&key) {
+                    return Plan::Unchanged;
+                }
+                let mut m = cur.map.clone();
+                let old = m.remove(&key);
+                Plan::Commit(m, vec![Pending::of(key, "delete", old, None)])
+            },
+        )?;
         Ok(matches!(o, Outcome::Committed(_)))
     }
 
@@ -566,17 +653,22 @@ impl ThreadSafeState {
     #[pyo3(signature = (changed_by = None))]
     fn clear(&self, py: Python<'_>, changed_by: Option<&str>) -> PyResult<u64> {
         self.check()?;
-        let o = self.core.commit(py, changed_by, |c| c.clears += 1, |cur| {
-            if cur.map.is_empty() {
-                return Plan::Unchanged;
-            }
-            let pending = cur
-                .map
-                .iter()
-                .map(|(k, v)| Pending::of(Arc::clone(k), "clear", Some(Arc::clone(v)), None))
-                .collect();
-            Plan::Commit(Map::new(), pending)
-        })?;
+        let o = self.core.commit(
+            py,
+            changed_by,
+            |c| c.clears += 1,
+            |cur| {
+                if cur.map.is_empty() {
+                    return Plan::Unchanged;
+                }
+                let pending = cur
+                    .map
+                    .iter()
+                    .map(|(k, v)| Pending::of(Arc::clone(k), "clear", Some(Arc::clone(v)), None))
+                    .collect();
+                Plan::Commit(Map::new(), pending)
+            },
+        )?;
         Ok(match o {
             Outcome::Committed(n) => n,
             _ => self.core.current.load().number,
@@ -600,7 +692,13 @@ impl ThreadSafeState {
     }
 
     fn keys(&self) -> Vec<String> {
-        self.core.current.load().map.keys().map(|k| k.to_string()).collect()
+        self.core
+            .current
+            .load()
+            .map
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
@@ -610,12 +708,17 @@ impl ThreadSafeState {
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
         let cur = self.core.current.load_full();
-        cur.map.iter().map(|(k, v)| Ok((k.to_string(), thaw(py, v)?))).collect()
+        cur.map
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), thaw(py, v)?)))
+            .collect()
     }
 
     /// An immutable view of the current version: O(1), values converted on access.
     fn snapshot(&self) -> StateSnapshot {
-        StateSnapshot { v: self.core.current.load_full() }
+        StateSnapshot {
+            v: self.core.current.load_full(),
+        }
     }
 
     #[getter(version)]
@@ -629,28 +732,44 @@ impl ThreadSafeState {
 
     /// Make a retained version current again, as a new version; return its number.
     #[pyo3(signature = (target_version, changed_by = None))]
-    fn rollback(&self, py: Python<'_>, target_version: u64, changed_by: Option<&str>) -> PyResult<u64> {
+    fn rollback(
+        &self,
+        py: Python<'_>,
+        target_version: u64,
+        changed_by: Option<&str>,
+    ) -> PyResult<u64> {
         self.check()?;
         let target = self.core.version_at(py, target_version, true)?;
-        let o = self.core.commit(py, changed_by, |c| c.rollbacks += 1, |cur| {
-            Plan::Commit(
-                target.map.clone(),
-                vec![Pending {
-                    key: None,
-                    operation: "rollback",
-                    old: None,
-                    new: None,
-                    versions: Some((cur.number, target.number)),
-                }],
-            )
-        })?;
+        let o = self.core.commit(
+            py,
+            changed_by,
+            |c| c.rollbacks += 1,
+            |cur| {
+                Plan::Commit(
+                    target.map.clone(),
+                    vec![Pending {
+                        key: None,
+                        operation: "rollback",
+                        old: None,
+                        new: None,
+                        versions: Some((cur.number, target.number)),
+                    }],
+                )
+            },
+        )?;
         drop(target);
         Ok(Self::committed(o))
     }
 
     /// Change records, oldest first, filtered by key and/or version; `limit` keeps the newest.
     #[pyo3(signature = (key = None, limit = None, since_version = None))]
-    fn history(&self, py: Python<'_>, key: Option<&str>, limit: Option<usize>, since_version: Option<u64>) -> Vec<StateChange> {
+    fn history(
+        &self,
+        py: Python<'_>,
+        key: Option<&str>,
+        limit: Option<usize>,
+        since_version: Option<u64>,
+    ) -> Vec<StateChange> {
         let recs: Vec<Arc<ChangeRecord>> = {
             let w = sync::lock(py, &self.core.writer);
             w.history.iter().cloned().collect()
@@ -701,7 +820,10 @@ impl ThreadSafeState {
                 ("compare_and_sets", c.compare_and_sets),
                 ("history_size", w.history.len() as u64),
                 ("retained_versions", w.roots.len() as u64),
-                ("oldest_retained_version", w.roots.front().map_or(cur.number, |v| v.number)),
+                (
+                    "oldest_retained_version",
+                    w.roots.front().map_or(cur.number, |v| v.number),
+                ),
                 ("max_history", w.max_history as u64),
             ] {
                 d.set_item(k, v)?;
@@ -719,7 +841,14 @@ impl ThreadSafeState {
 
     /// Replace `key`'s value with `fn(value)` atomically (`fn` may rerun); return the new value.
     #[pyo3(signature = (key, r#fn, default = None, changed_by = None))]
-    fn update_with<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, r#fn: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, changed_by: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    fn update_with<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        r#fn: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        changed_by: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
         let key = key_of(key)?;
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
@@ -735,15 +864,20 @@ impl ThreadSafeState {
             // The closure gets a clone: on conflict it drops under the writer lock, and `new`
             // (which may hold a deep copy with a __del__) must drop after it.
             let nv = Arc::clone(&new);
-            let o = self.core.commit(py, changed_by, |c| c.update_withs += 1, |cur| {
-                let old = cur.map.get(&k);
-                if !same(old, seen.as_ref()) {
-                    return Plan::Conflict;
-                }
-                let mut m = cur.map.clone();
-                let old = m.insert(Arc::clone(&k), Arc::clone(&nv));
-                Plan::Commit(m, vec![Pending::of(k, "update_with", old, Some(nv))])
-            })?;
+            let o = self.core.commit(
+                py,
+                changed_by,
+                |c| c.update_withs += 1,
+                |cur| {
+                    let old = cur.map.get(&k);
+                    if !same(old, seen.as_ref()) {
+                        return Plan::Conflict;
+                    }
+                    let mut m = cur.map.clone();
+                    let old = m.insert(Arc::clone(&k), Arc::clone(&nv));
+                    Plan::Commit(m, vec![Pending::of(k, "update_with", old, Some(nv))])
+                },
+            )?;
             drop((seen, new));
             match o {
                 Outcome::Conflict => {
@@ -757,13 +891,22 @@ impl ThreadSafeState {
 
     /// Set `key` to `new` only if its current value == `expected` (a missing key never matches).
     #[pyo3(signature = (key, expected, new, changed_by = None))]
-    fn compare_and_set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, expected: &Bound<'_, PyAny>, new: &Bound<'_, PyAny>, changed_by: Option<&str>) -> PyResult<bool> {
+    fn compare_and_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+        new: &Bound<'_, PyAny>,
+        changed_by: Option<&str>,
+    ) -> PyResult<bool> {
         self.check()?;
         let key = key_of(key)?;
         let frozen_new = self.freeze(new)?;
         for _ in 0..MAX_RETRIES {
             let seen = self.core.current.load().map.get(&key).cloned();
-            let Some(seen_val) = seen else { return Ok(false) };
+            let Some(seen_val) = seen else {
+                return Ok(false);
+            };
             let cur = thaw(py, &seen_val)?;
             let eq = sync::in_callback(self.core_ptr(), || cur.eq(expected))?;
             if !eq {
@@ -771,14 +914,19 @@ impl ThreadSafeState {
             }
             let k = Arc::clone(&key);
             let nv = Arc::clone(&frozen_new);
-            let o = self.core.commit(py, changed_by, |c| c.compare_and_sets += 1, |cur| {
-                if !same(cur.map.get(&k), Some(&seen_val)) {
-                    return Plan::Conflict;
-                }
-                let mut m = cur.map.clone();
-                let old = m.insert(Arc::clone(&k), Arc::clone(&nv));
-                Plan::Commit(m, vec![Pending::of(k, "compare_and_set", old, Some(nv))])
-            })?;
+            let o = self.core.commit(
+                py,
+                changed_by,
+                |c| c.compare_and_sets += 1,
+                |cur| {
+                    if !same(cur.map.get(&k), Some(&seen_val)) {
+                        return Plan::Conflict;
+                    }
+                    let mut m = cur.map.clone();
+                    let old = m.insert(Arc::clone(&k), Arc::clone(&nv));
+                    Plan::Commit(m, vec![Pending::of(k, "compare_and_set", old, Some(nv))])
+                },
+            )?;
             drop(seen_val);
             match o {
                 Outcome::Conflict => {
@@ -793,15 +941,23 @@ impl ThreadSafeState {
 
     /// Run `fn(view)` and commit its writes atomically if nothing it read changed, else rerun.
     #[pyo3(signature = (r#fn, changed_by = None))]
-    fn transaction<'py>(&self, py: Python<'py>, r#fn: &Bound<'py, PyAny>, changed_by: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    fn transaction<'py>(
+        &self,
+        py: Python<'py>,
+        r#fn: &Bound<'py, PyAny>,
+        changed_by: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
         for _ in 0..MAX_RETRIES {
             let base = self.core.current.load_full();
-            let view = Bound::new(py, StateTransaction {
-                isolation: self.core.isolation,
-                base,
-                inner: Mutex::new(TxInner::default()),
-            })?;
+            let view = Bound::new(
+                py,
+                StateTransaction {
+                    isolation: self.core.isolation,
+                    base,
+                    inner: Mutex::new(TxInner::default()),
+                },
+            )?;
             let result = sync::in_callback(self.core_ptr(), || r#fn.call1((view.clone(),)));
             let (base_number, inner) = {
                 let tx = view.get();
@@ -814,35 +970,50 @@ impl ThreadSafeState {
             if inner.writes.is_empty() {
                 return Ok(result);
             }
-            let o = self.core.commit(py, changed_by, |c| c.transactions += 1, |cur| {
-                if inner.read_all && cur.number != base_number {
-                    return Plan::Conflict;
-                }
-                for (k, seen) in &inner.reads {
-                    if !same(cur.map.get(k), seen.as_ref()) {
+            let o = self.core.commit(
+                py,
+                changed_by,
+                |c| c.transactions += 1,
+                |cur| {
+                    if inner.read_all && cur.number != base_number {
                         return Plan::Conflict;
                     }
-                }
-                let mut m = cur.map.clone();
-                let mut pending = Vec::new();
-                for (k, v) in &inner.writes {
-                    match v {
-                        Some(v) => {
-                            let old = m.insert(Arc::clone(k), Arc::clone(v));
-                            pending.push(Pending::of(Arc::clone(k), "transaction", old, Some(Arc::clone(v))));
+                    for (k, seen) in &inner.reads {
+                        if !same(cur.map.get(k), seen.as_ref()) {
+                            return Plan::Conflict;
                         }
-                        None => {
-                            if let Some(old) = m.remove(k) {
-                                pending.push(Pending::of(Arc::clone(k), "transaction", Some(old), None));
+                    }
+                    let mut m = cur.map.clone();
+                    let mut pending = Vec::new();
+                    for (k, v) in &inner.writes {
+                        match v {
+                            Some(v) => {
+                                let old = m.insert(Arc::clone(k), Arc::clone(v));
+                                pending.push(Pending::of(
+                                    Arc::clone(k),
+                                    "transaction",
+                                    old,
+                                    Some(Arc::clone(v)),
+                                ));
+                            }
+                            None => {
+                                if let Some(old) = m.remove(k) {
+                                    pending.push(Pending::of(
+                                        Arc::clone(k),
+                                        "transaction",
+                                        Some(old),
+                                        None,
+                                    ));
+                                }
                             }
                         }
                     }
-                }
-                if pending.is_empty() {
-                    return Plan::Unchanged;
-                }
-                Plan::Commit(m, pending)
-            })?;
+                    if pending.is_empty() {
+                        return Plan::Unchanged;
+                    }
+                    Plan::Commit(m, pending)
+                },
+            )?;
             drop(inner);
             match o {
                 Outcome::Conflict => {
@@ -856,14 +1027,23 @@ impl ThreadSafeState {
 
     /// Block (detached) until `predicate(snapshot)` is true; re-evaluated after each commit.
     #[pyo3(signature = (predicate, timeout = None))]
-    fn wait_for(&self, py: Python<'_>, predicate: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<StateSnapshot> {
+    fn wait_for(
+        &self,
+        py: Python<'_>,
+        predicate: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<StateSnapshot> {
         let deadline = sync::deadline(timeout)?;
         loop {
-            let snap = StateSnapshot { v: self.core.current.load_full() };
+            let snap = StateSnapshot {
+                v: self.core.current.load_full(),
+            };
             let seen = snap.v.number;
             let obj = Bound::new(py, snap)?;
             if predicate.call1((obj.clone(),))?.is_truthy()? {
-                return Ok(StateSnapshot { v: Arc::clone(&obj.get().v) });
+                return Ok(StateSnapshot {
+                    v: Arc::clone(&obj.get().v),
+                });
             }
             drop(obj);
             let Some(mut g) = sync::lock_until(py, &self.core.writer, deadline) else {
@@ -884,9 +1064,15 @@ impl ThreadSafeState {
 
     /// Await until `predicate(snapshot)` is true, from any thread's running event loop.
     #[pyo3(signature = (predicate, timeout = None))]
-    fn wait_for_async<'py>(slf: &Bound<'py, Self>, predicate: &Bound<'py, PyAny>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn wait_for_async<'py>(
+        slf: &Bound<'py, Self>,
+        predicate: &Bound<'py, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         sync::deadline(timeout)?;
-        glue(slf.py())?.getattr("wait_for_async")?.call1((slf, predicate, timeout))
+        glue(slf.py())?
+            .getattr("wait_for_async")?
+            .call1((slf, predicate, timeout))
     }
 
     fn _register_async_waiter(&self, py: Python<'_>, event_loop: Py<PyAny>, future: Py<PyAny>) {
@@ -902,8 +1088,9 @@ impl ThreadSafeState {
         let mut removed: Vec<(Py<PyAny>, Py<PyAny>)> = Vec::new();
         {
             let mut g = sync::lock(py, &self.core.async_waiters);
-            let (keep, gone): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut *g).into_iter().partition(|(_, f)| !f.is(future));
+            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut *g)
+                .into_iter()
+                .partition(|(_, f)| !f.is(future));
             *g = keep;
             removed.extend(gone);
             self.core.n_async.store(g.len(), Ordering::SeqCst);
@@ -921,12 +1108,20 @@ impl ThreadSafeState {
             g.push((id, callback));
             self.core.n_subs.store(g.len(), Ordering::Release);
         }
-        Ok(Subscription { core: Arc::downgrade(&self.core), id })
+        Ok(Subscription {
+            core: Arc::downgrade(&self.core),
+            id,
+        })
     }
 
     /// `{key: (old_value, new_value)}` for every key that differs between two retained versions
     /// (a missing side is None).
-    fn diff<'py>(&self, py: Python<'py>, from_version: u64, to_version: u64) -> PyResult<Bound<'py, PyDict>> {
+    fn diff<'py>(
+        &self,
+        py: Python<'py>,
+        from_version: u64,
+        to_version: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let a = self.core.version_at(py, from_version, false)?;
         let b = self.core.version_at(py, to_version, false)?;
         let out = PyDict::new(py);
@@ -1013,7 +1208,11 @@ impl StateSnapshot {
         self.v.number
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let found = match key.cast::<PyString>() {
             Ok(s) => self.v.map.get(&*s.to_cow()?),
             Err(_) => None,
@@ -1025,7 +1224,12 @@ impl StateSnapshot {
     }
 
     #[pyo3(signature = (key, default = None))]
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let found = match key.cast::<PyString>() {
             Ok(s) => self.v.map.get(&*s.to_cow()?),
             Err(_) => None,
@@ -1048,7 +1252,10 @@ impl StateSnapshot {
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(PyList::new(py, self.keys())?.as_any().try_iter()?.into_any())
+        Ok(PyList::new(py, self.keys())?
+            .as_any()
+            .try_iter()?
+            .into_any())
     }
 
     fn keys(&self) -> Vec<String> {
@@ -1060,7 +1267,11 @@ impl StateSnapshot {
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-        self.v.map.iter().map(|(k, v)| Ok((k.to_string(), thaw(py, v)?))).collect()
+        self.v
+            .map
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), thaw(py, v)?)))
+            .collect()
     }
 
     /// A new dict of this version's keys and (fresh) values.
@@ -1077,18 +1288,34 @@ impl StateSnapshot {
             if Arc::ptr_eq(&self.v, &o.get().v) {
                 return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
             }
-            return Ok(self.to_dict(py)?.eq(o.get().to_dict(py)?)?.into_pyobject(py)?.to_owned().into_any().unbind());
+            return Ok(self
+                .to_dict(py)?
+                .eq(o.get().to_dict(py)?)?
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any()
+                .unbind());
         }
         let mapping = py.import("collections.abc")?.getattr("Mapping")?;
         if other.is_instance(&mapping)? {
             let d = py.get_type::<PyDict>().call1((other,))?;
-            return Ok(self.to_dict(py)?.eq(d)?.into_pyobject(py)?.to_owned().into_any().unbind());
+            return Ok(self
+                .to_dict(py)?
+                .eq(d)?
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any()
+                .unbind());
         }
         Ok(py.NotImplemented())
     }
 
     fn __repr__(&self) -> String {
-        format!("StateSnapshot(version={}, keys={})", self.v.number, self.v.map.len())
+        format!(
+            "StateSnapshot(version={}, keys={})",
+            self.v.number,
+            self.v.map.len()
+        )
     }
 }
 
@@ -1177,20 +1404,26 @@ impl StateTransaction {
     fn lookup(&self, py: Python<'_>, key: &Key) -> PyResult<Option<Arc<Frozen>>> {
         let mut g = sync::lock(py, &self.inner);
         if g.closed {
-            return Err(PyRuntimeError::new_err("this transaction view is no longer valid"));
+            return Err(PyRuntimeError::new_err(
+                "this transaction view is no longer valid",
+            ));
         }
         if let Some((_, v)) = g.writes.iter().rev().find(|(k, _)| k == key) {
             return Ok(v.clone());
         }
         let seen = self.base.map.get(key).cloned();
-        g.reads.entry(Arc::clone(key)).or_insert_with(|| seen.clone());
+        g.reads
+            .entry(Arc::clone(key))
+            .or_insert_with(|| seen.clone());
         Ok(seen)
     }
 
     fn write(&self, py: Python<'_>, key: Key, v: Option<Arc<Frozen>>) -> PyResult<()> {
         let mut g = sync::lock(py, &self.inner);
         if g.closed {
-            return Err(PyRuntimeError::new_err("this transaction view is no longer valid"));
+            return Err(PyRuntimeError::new_err(
+                "this transaction view is no longer valid",
+            ));
         }
         g.writes.retain(|(k, _)| *k != key);
         g.writes.push((key, v));
@@ -1201,13 +1434,22 @@ impl StateTransaction {
 #[pymethods]
 impl StateTransaction {
     #[pyo3(signature = (key, default = None))]
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match self.lookup(py, &key_of(key)?)? {
             Some(f) => thaw(py, &f),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match self.lookup(py, &key_of(key)?)? {
             Some(f) => thaw(py, &f),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
@@ -1216,12 +1458,22 @@ impl StateTransaction {
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(self.lookup(py, &key_of(key)?)?.is_some())
     }
-    fn set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let k = key_of(key)?;
         let v = freeze(value, self.isolation)?;
         self.write(py, k, Some(v))
     }
-    fn __setitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         self.set(py, key, value)
     }
     /// Remove `key`; return whether it was present (in this transaction's view).
@@ -1241,7 +1493,9 @@ impl StateTransaction {
     fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let mut g = sync::lock(py, &self.inner);
         if g.closed {
-            return Err(PyRuntimeError::new_err("this transaction view is no longer valid"));
+            return Err(PyRuntimeError::new_err(
+                "this transaction view is no longer valid",
+            ));
         }
         g.read_all = true;
         let mut keys: Vec<Key> = self.base.map.keys().cloned().collect();
@@ -1273,7 +1527,9 @@ pub struct Subscription {
 #[pymethods]
 impl Subscription {
     fn close(&self, py: Python<'_>) {
-        let Some(core) = self.core.upgrade() else { return };
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
         let mut removed: Vec<(u64, Py<PyAny>)> = Vec::new();
         {
             let mut g = sync::lock(py, &core.subscribers);
@@ -1285,14 +1541,22 @@ impl Subscription {
     }
     #[getter]
     fn closed(&self, py: Python<'_>) -> bool {
-        let Some(core) = self.core.upgrade() else { return true };
+        let Some(core) = self.core.upgrade() else {
+            return true;
+        };
         let g = sync::lock(py, &core.subscribers);
         !g.iter().any(|(id, _)| *id == self.id)
     }
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
-    fn __exit__(&self, py: Python<'_>, _a: &Bound<'_, PyAny>, _b: &Bound<'_, PyAny>, _c: &Bound<'_, PyAny>) {
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _a: &Bound<'_, PyAny>,
+        _b: &Bound<'_, PyAny>,
+        _c: &Bound<'_, PyAny>,
+    ) {
         self.close(py)
     }
 }

@@ -27,25 +27,50 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nogilsafe.demo",
-                                description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p = argparse.ArgumentParser(
+        prog="python -m nogilsafe.demo", description=__doc__.split("\n\n")[1].replace("\n", " ")
+    )
     d = Config()
-    p.add_argument("--threads", type=_positive, default=d.threads,
-                   help=f"worker threads, one event loop each (default {d.threads})")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=d.threads,
+        help=f"worker threads, one event loop each (default {d.threads})",
+    )
     p.add_argument("--matches", type=_positive, default=d.matches, help=f"default {d.matches}")
     p.add_argument("--seed", type=int, default=d.seed, help="fixtures and scores (default 1)")
-    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run the seeds' way and compare (default on)")
-    p.add_argument("--race", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run the plain int vs AtomicInt counter race (default on)")
+    p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the seeds' way and compare (default on)",
+    )
+    p.add_argument(
+        "--race",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the plain int vs AtomicInt counter race (default on)",
+    )
     p.add_argument("--players", type=int, default=d.players, help=f"default {d.players}")
     p.add_argument("--referees", type=_positive, default=d.referees, help=f"default {d.referees}")
-    p.add_argument("--tasks", type=_positive, default=d.tasks,
-                   help=f"concurrent referee tasks per event loop (default {d.tasks})")
-    p.add_argument("--increments", type=_positive, default=100_000,
-                   help="counter race: increments per thread (default 100000)")
-    p.add_argument("--progress", type=float, default=d.progress,
-                   help="seconds between progress lines on stderr, 0 for none (default 1)")
+    p.add_argument(
+        "--tasks",
+        type=_positive,
+        default=d.tasks,
+        help=f"concurrent referee tasks per event loop (default {d.tasks})",
+    )
+    p.add_argument(
+        "--increments",
+        type=_positive,
+        default=100_000,
+        help="counter race: increments per thread (default 100000)",
+    )
+    p.add_argument(
+        "--progress",
+        type=float,
+        default=d.progress,
+        help="seconds between progress lines on stderr, 0 for none (default 1)",
+    )
     return p
 
 
@@ -67,7 +92,11 @@ def _cell_of(got: int, want: int) -> str:
 
 def _cell_watcher(o: Outcome) -> str:
     if o.watcher_woke is None:
-        return f"{o.watcher_note or 'never woke'}, never saw all" if o.watcher_note else "never saw all"
+        return (
+            f"{o.watcher_note or 'never woke'}, never saw all"
+            if o.watcher_note
+            else "never saw all"
+        )
     lag_ms = max(0.0, (o.watcher_woke - o.last_report) * 1000)
     return f"{o.watcher_note}, +{lag_ms:.1f} ms"
 
@@ -76,11 +105,20 @@ def render(outcomes: list[Outcome]) -> list[str]:
     rows: list[tuple[str, list[str]]] = [
         ("matches/s", [f"{o.matches_per_s:,.0f}" for o in outcomes]),
         ("matches played", [_cell_of(o.matches, o.scheduled) for o in outcomes]),
-        ("lost standings updates", [f"{o.lost_updates:,}" if o.figures else "n/a" for o in outcomes]),
+        (
+            "lost standings updates",
+            [f"{o.lost_updates:,}" if o.figures else "n/a" for o in outcomes],
+        ),
         ("points recorded", [_cell_points(o) for o in outcomes]),
         ("singleton errors", [_cell_errors(o) for o in outcomes]),
-        ("match log entries", [_cell_of(o.figures.log_entries if o.figures else 0, o.matches) for o in outcomes]),
-        ("matches counter", [_cell_of(o.figures.counted if o.figures else 0, o.matches) for o in outcomes]),
+        (
+            "match log entries",
+            [_cell_of(o.figures.log_entries if o.figures else 0, o.matches) for o in outcomes],
+        ),
+        (
+            "matches counter",
+            [_cell_of(o.figures.counted if o.figures else 0, o.matches) for o in outcomes],
+        ),
         ("watcher (after last report)", [_cell_watcher(o) for o in outcomes]),
     ]
     label_w = max(len(r[0]) for r in rows) + 2
@@ -92,12 +130,16 @@ def render(outcomes: list[Outcome]) -> list[str]:
         for msg in o.error_samples[:2]:
             lines.append(f"  {o.name} singleton error, e.g.: {msg[:150]}")
         if o.failed_matches:
-            lines.append(f"  {o.name}: {o.failed_matches} matches abandoned after repeated service errors")
+            lines.append(
+                f"  {o.name}: {o.failed_matches} matches abandoned after repeated service errors"
+            )
         for msg in o.errors[:5]:
             lines.append(f"  {o.name} error: {msg[:200]}")
         if o.stuck:
-            lines.append(f"  {o.name}: {len(o.stuck)} event loop thread(s) hung, no match finished for "
-                         f"{Config.stall_timeout:.0f} s; the figures cover the matches played")
+            lines.append(
+                f"  {o.name}: {len(o.stuck)} event loop thread(s) hung, no match finished for "
+                f"{Config.stall_timeout:.0f} s; the figures cover the matches played"
+            )
     return lines
 
 
@@ -105,15 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.players < 2:
         _parser().error("--players must be at least 2")
-    cfg = Config(threads=args.threads, matches=args.matches, players=args.players,
-                 referees=args.referees, tasks=args.tasks, seed=args.seed, progress=args.progress)
+    cfg = Config(
+        threads=args.threads,
+        matches=args.matches,
+        players=args.players,
+        referees=args.referees,
+        tasks=args.tasks,
+        seed=args.seed,
+        progress=args.progress,
+    )
     # Imported here so `--help` works even where a primitive is missing.
     from nogilsafe.demo.league import NogilsafeLeague
 
     print(f"nogilsafe league demo: {interpreter()}, {os.cpu_count()} CPUs")
-    print(f"{cfg.threads} worker threads, each with its own asyncio event loop running {cfg.tasks} "
-          f"referee tasks; {cfg.players} players, {cfg.referees} referees, {cfg.matches:,} matches, "
-          f"seed {cfg.seed}", flush=True)
+    print(
+        f"{cfg.threads} worker threads, each with its own asyncio event loop running {cfg.tasks} "
+        f"referee tasks; {cfg.players} players, {cfg.referees} referees, {cfg.matches:,} matches, "
+        f"seed {cfg.seed}",
+        flush=True,
+    )
     schedule = make_schedule(cfg)
     outcomes = [run_league(NogilsafeLeague(cfg), cfg, schedule)]
     if args.compare:

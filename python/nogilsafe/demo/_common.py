@@ -21,7 +21,13 @@ POINTS_FOR_WIN = 3
 POINTS_FOR_DRAW = 1
 
 EMPTY_RECORD: dict[str, int] = {
-    "played": 0, "won": 0, "drawn": 0, "lost": 0, "goals_for": 0, "goals_against": 0, "points": 0,
+    "played": 0,
+    "won": 0,
+    "drawn": 0,
+    "lost": 0,
+    "goals_for": 0,
+    "goals_against": 0,
+    "points": 0,
 }
 
 
@@ -139,7 +145,7 @@ async def obtain_service(get: Callable[[], Awaitable[Any]], tally: Tally) -> Any
     for _ in range(SERVICE_RETRIES):
         try:
             return await get()
-        except Exception as exc:  # noqa: BLE001 - counted and shown, whatever it is
+        except Exception as exc:
             tally.add("singleton_errors", f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.001)
     tally.add("failed_matches")
@@ -200,7 +206,11 @@ class Outcome:
         if self.figures is None:
             return 0
         f = self.figures
-        return (2 * self.matches - f.played) + (self.matches - f.reported) + (self.matches - f.officiated)
+        return (
+            (2 * self.matches - f.played)
+            + (self.matches - f.reported)
+            + (self.matches - f.officiated)
+        )
 
     @property
     def extra_instances(self) -> int:
@@ -209,10 +219,20 @@ class Outcome:
     @property
     def ok(self) -> bool:
         f = self.figures
-        return (f is not None and self.matches == self.scheduled and not self.errors
-                and not self.stuck and self.failed_matches == 0 and self.singleton_errors == 0 and self.extra_instances == 0 and self.lost_updates == 0
-                and f.recorded_points == self.expected_points and f.log_entries == self.matches
-                and f.counted == self.matches and self.watcher_woke is not None)
+        return (
+            f is not None
+            and self.matches == self.scheduled
+            and not self.errors
+            and not self.stuck
+            and self.failed_matches == 0
+            and self.singleton_errors == 0
+            and self.extra_instances == 0
+            and self.lost_updates == 0
+            and f.recorded_points == self.expected_points
+            and f.log_entries == self.matches
+            and f.counted == self.matches
+            and self.watcher_woke is not None
+        )
 
 
 class _Watcher(threading.Thread):
@@ -238,7 +258,7 @@ class _Watcher(threading.Thread):
             self.woke = asyncio.run(main())
         except asyncio.CancelledError:
             pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the driver
+        except BaseException as exc:
             self.error = exc
         finally:
             self.ready.set()
@@ -252,8 +272,9 @@ class _Watcher(threading.Thread):
                 pass
 
 
-async def _event_loop_main(league: League, cfg: Config, schedule: list[Match],
-                           completed: list[int], stamps: list[float]) -> None:
+async def _event_loop_main(
+    league: League, cfg: Config, schedule: list[Match], completed: list[int], stamps: list[float]
+) -> None:
     """One worker thread's event loop: ``cfg.tasks`` referee tasks, each taking the next match
     from the shared ticket counter until the schedule runs out. ``completed`` and ``stamps`` belong
     to this thread alone: the ids of the matches it finished and the time of its last report."""
@@ -286,7 +307,7 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
             asyncio.run(_event_loop_main(league, cfg, schedule, completed[w], stamps[w]))
         except threading.BrokenBarrierError:
             pass
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported in the table
+        except BaseException as exc:
             with errors_lock:
                 errors.append(f"worker {w}: {type(exc).__name__}: {exc}")
             barrier.abort()
@@ -294,8 +315,10 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
     watcher = _Watcher(league, cfg.matches)
     watcher.start()
     watcher.ready.wait(10)
-    threads = [threading.Thread(target=worker, args=(w,), name=f"{league.name}-loop-{w}", daemon=True)
-               for w in range(n)]
+    threads = [
+        threading.Thread(target=worker, args=(w,), name=f"{league.name}-loop-{w}", daemon=True)
+        for w in range(n)
+    ]
     for t in threads:
         t.start()
     try:
@@ -321,20 +344,29 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
     figures = None
     try:
         figures = league.figures()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         errors.append(f"reading the standings: {type(exc).__name__}: {exc}")
     return Outcome(
-        name=league.name, scheduled=cfg.matches, matches=len(played_ids), seconds=seconds,
+        name=league.name,
+        scheduled=cfg.matches,
+        matches=len(played_ids),
+        seconds=seconds,
         expected_points=expected_points(cfg, [schedule[i] for i in played_ids]),
-        figures=figures, watcher_woke=watcher.woke, last_report=max(s[0] for s in stamps),
-        watcher_note=league.watcher_note, singleton_errors=league.tally["singleton_errors"],
-        failed_matches=league.tally["failed_matches"], errors=errors, stuck=stuck,
+        figures=figures,
+        watcher_woke=watcher.woke,
+        last_report=max(s[0] for s in stamps),
+        watcher_note=league.watcher_note,
+        singleton_errors=league.tally["singleton_errors"],
+        failed_matches=league.tally["failed_matches"],
+        errors=errors,
+        stuck=stuck,
         error_samples=list(league.tally.messages),
     )
 
 
-def _supervise(name: str, threads: list[threading.Thread], completed: list[list[int]],
-               cfg: Config, t0: float) -> bool:
+def _supervise(
+    name: str, threads: list[threading.Thread], completed: list[list[int]], cfg: Config, t0: float
+) -> bool:
     """Wait for the worker threads, printing a progress line every ``cfg.progress`` seconds.
     Returns True if the league stopped making progress for ``cfg.stall_timeout`` seconds (a
     hung event loop) or outlived ``cfg.timeout``; its threads are daemons and are left behind."""
@@ -353,6 +385,9 @@ def _supervise(name: str, threads: list[threading.Thread], completed: list[list[
             return True
         if now >= next_line:
             pct = 100 * count // max(1, cfg.matches)
-            print(f"  {name}: {count:,}/{cfg.matches:,} matches ({pct}%), {now - t0:.1f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {name}: {count:,}/{cfg.matches:,} matches ({pct}%), {now - t0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             next_line += cfg.progress

@@ -75,7 +75,9 @@ class NogilsafeLeague:
         self.tally = Tally()
         self.watcher_note = ""
         self.registry: ThreadSafeDict[str, dict[str, Any]] = ThreadSafeDict()
-        self.standings: ThreadSafeState[Any] = ThreadSafeState({"matches_reported": 0}, max_history=1000)
+        self.standings: ThreadSafeState[Any] = ThreadSafeState(
+            {"matches_reported": 0}, max_history=1000
+        )
         self.tickets = AtomicInt(0)
         self.counted = AtomicInt(0)
         self.service_starts = AtomicInt(0)
@@ -101,18 +103,26 @@ class NogilsafeLeague:
         for pid in range(worker, self.cfg.players, workers):
             registry.get_or_insert_with(f"player:{pid}", lambda pid=pid: {"name": player_name(pid)})
         for rid in range(worker, self.cfg.referees, workers):
-            registry.get_or_insert_with(f"referee:{rid}", lambda rid=rid: {"name": referee_name(rid)})
+            registry.get_or_insert_with(
+                f"referee:{rid}", lambda rid=rid: {"name": referee_name(rid)}
+            )
 
     def thread_context(self) -> _ThreadViews:
-        return _ThreadViews(self.registry.local(), self.standings.local(), self.tickets.local(),
-                            self.counted.local())
+        return _ThreadViews(
+            self.registry.local(),
+            self.standings.local(),
+            self.tickets.local(),
+            self.counted.local(),
+        )
 
     def take_ticket(self, ctx: _ThreadViews) -> int:
         return int(ctx.tickets.fetch_add(1))
 
     async def play(self, ctx: _ThreadViews, match: Match) -> None:
         engine = await obtain_service(self.match_engine, self.tally)
-        feed = await obtain_service(lambda: self.results_feed.get_or_init(self._open_feed), self.tally)
+        feed = await obtain_service(
+            lambda: self.results_feed.get_or_init(self._open_feed), self.tally
+        )
         if engine is None or feed is None:
             return
         home = ctx.registry[f"player:{match.home}"]["name"]
@@ -134,7 +144,8 @@ class NogilsafeLeague:
 
     async def watch(self, total: int) -> float:
         await self.standings.wait_for_async(
-            lambda snap: snap.get("matches_reported", 0) >= total, timeout=self.cfg.timeout)
+            lambda snap: snap.get("matches_reported", 0) >= total, timeout=self.cfg.timeout
+        )
         self.watcher_note = "woke on the commit"
         return time.perf_counter()
 

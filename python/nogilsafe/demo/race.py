@@ -53,9 +53,13 @@ def run_race(threads: int, increments: int) -> tuple[list[str], int]:
     """Run both counters; return the printed lines and how many increments nogilsafe lost."""
     expected = threads * increments
     rows = [race_plain(threads, increments), race_atomic(threads, increments)]
-    lines = [f"Counter race: {threads} threads x {increments:,} increments = {expected:,} expected",
-             f"  {'implementation':<22}{'recorded':>12}{'lost':>12}{'Mops/s':>9}"]
+    lines = [
+        f"Counter race: {threads} threads x {increments:,} increments = {expected:,} expected",
+        f"  {'implementation':<22}{'recorded':>12}{'lost':>12}{'Mops/s':>9}",
+    ]
     for r in rows:
-        lines.append(f"  {r.name:<22}{r.recorded:>12,}{expected - r.recorded:>12,}"
-                     f"{expected / r.seconds / 1e6:>9.2f}")
+        lines.append(
+            f"  {r.name:<22}{r.recorded:>12,}{expected - r.recorded:>12,}"
+            f"{expected / r.seconds / 1e6:>9.2f}"
+        )
     return lines, expected - rows[1].recorded

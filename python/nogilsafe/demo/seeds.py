@@ -45,7 +45,9 @@ from nogilsafe.demo._common import (
 class SeedsState:
     """The seeds' ThreadSafeState, as they described it."""
 
-    def __init__(self, initial_state: dict[str, Any] | None = None, max_history: int = 1000) -> None:
+    def __init__(
+        self, initial_state: dict[str, Any] | None = None, max_history: int = 1000
+    ) -> None:
         self._lock = threading.RLock()
         self._state: dict[str, Any] = copy.deepcopy(dict(initial_state or {}))
         self._version = 0
@@ -60,9 +62,16 @@ class SeedsState:
             old = self._state.get(key)
             self._state[key] = copy.deepcopy(value)
             self._version += 1
-            self._history.append({"timestamp": time.time(), "version": self._version, "key": key,
-                                  "old_value": old, "new_value": self._state[key],
-                                  "changed_by": changed_by})
+            self._history.append(
+                {
+                    "timestamp": time.time(),
+                    "version": self._version,
+                    "key": key,
+                    "old_value": old,
+                    "new_value": self._state[key],
+                    "changed_by": changed_by,
+                }
+            )
             return self._version
 
     def snapshot(self) -> dict[str, Any]:
