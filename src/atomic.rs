@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
 use crate::shared::SharedCore;
-use crate::sync;
+use crate::{pycall, sync};
 
 #[derive(Default)]
 pub struct AtomicCore {
@@ -163,7 +163,7 @@ impl AtomicInt {
         let v = &self.core.value;
         let mut cur = v.load(Ordering::Acquire);
         loop {
-            let result = sync::in_callback(ptr, || r#fn.call1((cur,)))?;
+            let result = sync::in_callback(ptr, || pycall::call1(r#fn, cur))?;
             let new = expect_int(&result, "update function's result")?;
             match v.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(new),

@@ -30,7 +30,7 @@ use pyo3::PyTraverseError;
 
 use crate::key::{fast_eq, HKey};
 use crate::shared::SharedCore;
-use crate::sync;
+use crate::{pycall, sync};
 
 const SHARD_BITS: u32 = 5;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -333,7 +333,9 @@ impl ThreadSafeDict {
                 continue;
             }
             // Like dict: the stored key's __eq__ is asked first.
-            let eq = sync::in_callback(self.core_ptr(), || cand.bind(py).eq(key))?;
+            let eq = sync::in_callback(self.core_ptr(), || {
+                pycall::compare(cand.bind(py), key, pyo3::ffi::Py_EQ)
+            })?;
             decided.push((cand, eq));
         }
         py.check_signals()
@@ -1013,24 +1015,22 @@ impl ThreadSafeDict {
             match act {
                 Act::Have(v) => return Ok(v),
                 Act::Wait(w) => {
-                    let mut g = sync::lock(py, &w.state);
-                    loop {
-                        match &*g {
-                            PendState::Running => {
-                                if !sync::wait_until(py, &w.cv, &mut g, deadline) {
-                                    return Err(sync::timeout_error(
-                                        "ThreadSafeDict.get_or_insert_with",
-                                        timeout,
-                                    ));
-                                }
-                            }
-                            PendState::Done(v) => return Ok(v.clone_ref(py)),
-                            PendState::Failed => break,
-                        }
+                    let ended = sync::wait_for(py, &w.state, &w.cv, deadline, |st| {
+                        (!matches!(st, PendState::Running)).then_some(())
+                    })?;
+                    if ended.is_none() {
+                        return Err(sync::timeout_error(
+                            "ThreadSafeDict.get_or_insert_with",
+                            timeout,
+                        ));
                     }
+                    if let PendState::Done(v) = &*sync::lock(py, &w.state) {
+                        return Ok(v.clone_ref(py));
+                    }
+                    // The factory failed: go round, and maybe run it ourselves.
                 }
                 Act::Run(w) => {
-                    let made = sync::in_callback(self.core_ptr(), || factory.call0());
+                    let made = sync::in_callback(self.core_ptr(), || pycall::call0(factory));
                     let core = &self.core;
                     let result = made.and_then(|v| {
                         self.with_key(&k, |shard, probe, grave| {
@@ -1101,7 +1101,7 @@ impl ThreadSafeDict {
                 Some(v) => v.clone(),
                 None => missing_obj(py).clone().into_any(),
             };
-            Ok(outcome_of(py, r#fn.call1((arg,))?))
+            Ok(outcome_of(py, pycall::call1(r#fn, arg)?))
         })?;
         Ok(r.unwrap_or_else(|| py.None()))
     }
@@ -1129,7 +1129,7 @@ impl ThreadSafeDict {
                 }
             };
             absent = false;
-            Ok(outcome_of(py, r#fn.call1((arg,))?))
+            Ok(outcome_of(py, pycall::call1(r#fn, arg)?))
         })?;
         if absent {
             return Err(key_error(key));

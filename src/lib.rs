@@ -6,9 +6,11 @@ use pyo3::prelude::*;
 mod atomic;
 mod dict;
 mod errors;
+mod exit;
 mod key;
 mod list;
 mod once;
+mod pycall;
 mod shared;
 mod state;
 mod sync;
@@ -24,6 +26,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
+    sync::register(m)?;
+    exit::register(m)?;
     atomic::register(m)?;
     list::register(m)?;
     once::register(m)?;

@@ -41,13 +41,12 @@ use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyBytes, PyDict, PyFloat, PyGenericAlias, PyInt, PyIterator, PyList, PySlice, PyString,
-    PyTuple, PyType,
+    PyDict, PyGenericAlias, PyInt, PyIterator, PyList, PySlice, PyString, PyTuple, PyType,
 };
 use pyo3::PyTraverseError;
 
 use crate::shared::SharedCore;
-use crate::sync;
+use crate::{pycall, sync};
 
 type Items = Vec<Py<PyAny>>;
 
@@ -94,69 +93,16 @@ crate::shared::shared_core!(ThreadSafeList, ListCore);
 // ---------------------------------------------------------------------------------------------
 // Comparisons
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Num,
-    Str,
-    Bytes,
-    Nothing,
-}
-
-/// The comparison family of an exact builtin scalar; `None` for anything whose `==` could run
-/// Python code (subclasses included: they may override `__eq__`).
-#[inline]
-fn kind(o: &Bound<'_, PyAny>) -> Option<Kind> {
-    if o.is_exact_instance_of::<PyInt>()
-        || o.is_exact_instance_of::<PyFloat>()
-        || o.is_exact_instance_of::<PyBool>()
-    {
-        Some(Kind::Num)
-    } else if o.is_exact_instance_of::<PyString>() {
-        Some(Kind::Str)
-    } else if o.is_none() {
-        Some(Kind::Nothing)
-    } else if o.is_exact_instance_of::<PyBytes>() {
-        Some(Kind::Bytes)
-    } else {
-        None
-    }
-}
-
 /// `item == x` as `list` computes it (identity first, then `==`), when that runs no Python code;
-/// `None` when it would. Bytes against str or numbers is left to Python: under `python -b` it
-/// warns, and a warning runs Python code.
+/// `None` when it would (the rule is `key::fast_eq`'s, shared with the dict).
 #[inline]
 fn eq_nopy(item: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> Option<bool> {
-    if item.is(x) {
-        return Some(true);
-    }
-    let (a, b) = (kind(item)?, kind(x)?);
-    if a != b {
-        let bytes_vs_value =
-            (a == Kind::Bytes || b == Kind::Bytes) && a != Kind::Nothing && b != Kind::Nothing;
-        return if bytes_vs_value { None } else { Some(false) };
-    }
-    // SAFETY: both are valid objects; exact builtin scalars of one family compare in C.
-    let r = unsafe { ffi::PyObject_RichCompareBool(item.as_ptr(), x.as_ptr(), ffi::Py_EQ) };
-    if r < 0 {
-        // Cannot happen for these types; let the Python path raise it properly.
-        // SAFETY: called attached, right after the failed comparison that set the error.
-        unsafe { ffi::PyErr_Clear() };
-        None
-    } else {
-        Some(r == 1)
-    }
+    crate::key::fast_eq(item, x)
 }
 
 /// `item == x` as `list` computes it: may run Python code, so never under the lock.
 fn eq_py(item: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> PyResult<bool> {
-    // SAFETY: both are valid objects.
-    let r = unsafe { ffi::PyObject_RichCompareBool(item.as_ptr(), x.as_ptr(), ffi::Py_EQ) };
-    if r < 0 {
-        Err(PyErr::fetch(item.py()))
-    } else {
-        Ok(r == 1)
-    }
+    crate::pycall::compare(item, x, ffi::Py_EQ)
 }
 
 /// Whether `items` still starts with exactly the objects of `prefix` (pointer comparisons).
@@ -548,7 +494,7 @@ impl ListCore {
             drop(later);
             let _scope = sync::CallbackScope::enter(me);
             for item in tail {
-                doomed.push(predicate.call1((item.bind(py),))?.is_truthy()?);
+                doomed.push(pycall::truthy(&pycall::call1(predicate, item.bind(py))?)?);
                 checked.push(item);
             }
             py.check_signals()?;
@@ -575,7 +521,9 @@ impl ListCore {
             let kwargs = PyDict::new(py);
             kwargs.set_item("key", key)?;
             kwargs.set_item("reverse", reverse)?;
-            sync::in_callback(me, || tmp.call_method("sort", (), Some(&kwargs)))?;
+            sync::in_callback(me, || {
+                pycall::call_kw(&tmp.getattr("sort")?, (), Some(&kwargs))
+            })?;
             // Owned by this call only: reading it under our lock runs no Python code.
             let sorted: Items = tmp.iter().map(|o| o.unbind()).collect();
             let old: VecDeque<Py<PyAny>>;
@@ -837,11 +785,10 @@ impl ThreadSafeList {
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
         self.check()?;
-        let _old = {
-            let mut g = sync::write(py, &self.core.state);
+        sync::with_write(py, &self.core.state, |g, grave| {
             g.version += 1;
-            std::mem::take(&mut g.items)
-        };
+            grave.push(std::mem::take(&mut g.items));
+        });
         Ok(())
     }
 
@@ -952,7 +899,7 @@ impl ThreadSafeList {
                     .ok_or_else(|| out_of_range("list index out of range"))?;
                 g.items[i].clone_ref(py)
             };
-            let new = sync::in_callback(me, || r#fn.call1((current.bind(py),)))?.unbind();
+            let new = sync::in_callback(me, || pycall::call1(r#fn, current.bind(py)))?.unbind();
             let _replaced = {
                 let mut g = sync::write(py, &self.core.state);
                 match position(index, g.items.len()) {

@@ -22,7 +22,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::REENTRANCY_ERROR;
 use crate::shared::SharedCore;
-use crate::sync;
+use crate::{pycall, sync};
 
 /// Attempt ids are unique across every cell of the process, so the async glue can recognise "the
 /// attempt whose factory I am running" from an integer alone.
@@ -147,22 +147,20 @@ impl OnceCore {
                 init.sync_waiters += 1;
             }
         }
-        let mut timed_out = false;
-        while waited_on.outcome.get().is_none() {
-            if !sync::wait_until(py, &self.ready, &mut g, deadline)
-                && waited_on.outcome.get().is_none()
-            {
-                timed_out = true;
-                break;
-            }
-        }
-        if let Phase::Initializing(init) = &mut *g {
-            if init.attempt.id == waited_on.id {
-                init.sync_waiters -= 1;
-            }
-        }
         drop(g);
-        if timed_out {
+        let waited = sync::wait_for(py, &self.state, &self.ready, deadline, |_| {
+            waited_on.outcome.get().map(|_| ())
+        });
+        {
+            let mut g = sync::lock(py, &self.state);
+            if let Phase::Initializing(init) = &mut *g {
+                if init.attempt.id == waited_on.id {
+                    init.sync_waiters -= 1;
+                }
+            }
+        }
+        // A signal handler's exception (Ctrl-C) leaves the attempt to its owner and the others.
+        if waited?.is_none() {
             return Err(sync::timeout_error(
                 "OnceCell.get_or_init: waiting for the initialiser",
                 timeout,
@@ -215,54 +213,46 @@ impl OnceCore {
         event_loop: Py<PyAny>,
         future: Py<PyAny>,
     ) -> bool {
-        let rejected: (Py<PyAny>, Py<PyAny>);
-        let mut g = sync::lock(py, &self.state);
-        match &mut *g {
+        sync::with_lock(py, &self.state, |phase, grave| match phase {
             Phase::Initializing(init) if init.attempt.id == id => {
                 init.waiters.push((event_loop, future));
                 true
             }
             _ => {
-                rejected = (event_loop, future);
-                drop(g);
-                drop(rejected);
+                grave.push((event_loop, future));
                 false
             }
-        }
+        })
     }
 
     fn remove_waiter(&self, py: Python<'_>, id: u64, future: &Bound<'_, PyAny>) {
-        let mut removed: Option<(Py<PyAny>, Py<PyAny>)> = None;
-        let mut g = sync::lock(py, &self.state);
-        if let Phase::Initializing(init) = &mut *g {
-            if init.attempt.id == id {
-                if let Some(pos) = init
-                    .waiters
-                    .iter()
-                    .position(|(_, f)| f.as_ptr() == future.as_ptr())
-                {
-                    removed = Some(init.waiters.swap_remove(pos));
+        sync::with_lock(py, &self.state, |phase, grave| {
+            if let Phase::Initializing(init) = phase {
+                if init.attempt.id == id {
+                    if let Some(pos) = init
+                        .waiters
+                        .iter()
+                        .position(|(_, f)| f.as_ptr() == future.as_ptr())
+                    {
+                        grave.push(init.waiters.swap_remove(pos));
+                    }
                 }
             }
-        }
-        drop(g);
-        drop(removed);
+        })
     }
 
     /// Store `value` only if the cell is empty (not ready, no initialisation in progress).
     fn set(&self, py: Python<'_>, value: Py<PyAny>) -> bool {
-        let unused: Py<PyAny>;
-        let mut g = sync::lock(py, &self.state);
-        if matches!(*g, Phase::Empty) {
-            self.value.store(Some(Arc::new(value)));
-            *g = Phase::Ready;
-            true
-        } else {
-            unused = value;
-            drop(g);
-            drop(unused);
-            false
-        }
+        sync::with_lock(py, &self.state, |phase, grave| {
+            if matches!(*phase, Phase::Empty) {
+                self.value.store(Some(Arc::new(value)));
+                *phase = Phase::Ready;
+                true
+            } else {
+                grave.push(value);
+                false
+            }
+        })
     }
 
     /// Empty a ready cell and return its value. An initialisation in progress is left alone.
@@ -419,7 +409,7 @@ impl OnceCell {
                         core: &self.core,
                         id: attempt.id,
                     };
-                    let result = factory.call0();
+                    let result = pycall::call0(factory);
                     std::mem::forget(guard);
                     return match result {
                         Ok(v) => {

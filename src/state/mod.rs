@@ -30,7 +30,7 @@ mod frozen;
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
@@ -45,7 +45,7 @@ use crate::errors::{
     STATE_CONFLICT_ERROR, STATE_KEY_ERROR, STATE_ROLLBACK_ERROR, STATE_VERSION_ERROR,
 };
 use crate::shared::SharedCore;
-use crate::sync;
+use crate::{pycall, sync};
 use frozen::{freeze, thaw, Frozen, Isolation};
 
 type Key = Arc<str>;
@@ -354,7 +354,7 @@ impl StateCore {
             };
             for cb in subs {
                 let cb = cb.bind(py);
-                if let Err(e) = cb.call1((changes.clone(),)) {
+                if let Err(e) = pycall::call1(cb, changes.clone()) {
                     e.write_unraisable(py, Some(cb));
                 }
             }
@@ -858,7 +858,7 @@ impl ThreadSafeState {
                 Some(f) => thaw(py, f)?,
                 None => default.clone(),
             };
-            let result = sync::in_callback(self.core_ptr(), || r#fn.call1((arg,)))?;
+            let result = sync::in_callback(self.core_ptr(), || pycall::call1(r#fn, arg))?;
             let new = self.freeze(&result)?;
             let k = Arc::clone(&key);
             // The closure gets a clone: on conflict it drops under the writer lock, and `new`
@@ -908,7 +908,9 @@ impl ThreadSafeState {
                 return Ok(false);
             };
             let cur = thaw(py, &seen_val)?;
-            let eq = sync::in_callback(self.core_ptr(), || cur.eq(expected))?;
+            let eq = sync::in_callback(self.core_ptr(), || {
+                pycall::compare(&cur, expected, pyo3::ffi::Py_EQ)
+            })?;
             if !eq {
                 return Ok(false);
             }
@@ -958,7 +960,7 @@ impl ThreadSafeState {
                     inner: Mutex::new(TxInner::default()),
                 },
             )?;
-            let result = sync::in_callback(self.core_ptr(), || r#fn.call1((view.clone(),)));
+            let result = sync::in_callback(self.core_ptr(), || pycall::call1(r#fn, view.clone()));
             let (base_number, inner) = {
                 let tx = view.get();
                 let mut g = sync::lock(py, &tx.inner);
@@ -1040,24 +1042,22 @@ impl ThreadSafeState {
             };
             let seen = snap.v.number;
             let obj = Bound::new(py, snap)?;
-            if predicate.call1((obj.clone(),))?.is_truthy()? {
+            if pycall::truthy(&pycall::call1(predicate, obj.clone())?)? {
                 return Ok(StateSnapshot {
                     v: Arc::clone(&obj.get().v),
                 });
             }
             drop(obj);
-            let Some(mut g) = sync::lock_until(py, &self.core.writer, deadline) else {
+            // Commits publish under `writer` and then notify `changed`: checking the version
+            // under it cannot miss one.
+            let changed =
+                sync::wait_for(py, &self.core.writer, &self.core.changed, deadline, |_| {
+                    (self.core.current.load().number != seen).then_some(())
+                })?;
+            // The deadline is checked on every path, also when a commit came in while the
+            // predicate ran (then nothing waited above, and the predicate would run again).
+            if changed.is_none() || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(sync::timeout_error("ThreadSafeState.wait_for", timeout));
-            };
-            // Commits publish under this lock, so checking here cannot miss one.
-            while self.core.current.load().number == seen {
-                if !sync::wait_until(py, &self.core.changed, &mut g, deadline) {
-                    if self.core.current.load().number != seen {
-                        break;
-                    }
-                    drop(g);
-                    return Err(sync::timeout_error("ThreadSafeState.wait_for", timeout));
-                }
             }
         }
     }

@@ -1,0 +1,204 @@
+//! Calling Python code from Rust: every user callback, comparison, hash and released reference
+//! goes through here, so that interpreter exit can never abort the process from inside it.
+//!
+//! Why these few entry points instead of PyO3's `call1`, `eq`, `hash`: PyO3 declares CPython's
+//! functions `extern "C"`, which rustc treats as never unwinding, so a call site of one has no
+//! landing pad. When Python code re-attaches during finalization (Python < 3.14 ends the thread
+//! with `pthread_exit`, a forced unwind), such a call site is where the unwinder meets Rust, and
+//! it aborts the process. Here the same functions are declared `extern "C-unwind"` and called
+//! directly inside `exit::guard`, whose frame then parks the thread instead (see `exit`). Nothing
+//! with a destructor lives between the guard and the C call.
+use std::os::raw::c_int;
+use std::ptr;
+
+use pyo3::ffi::{PyObject, Py_hash_t};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::BoundObject;
+
+use crate::exit;
+
+/// CPython's functions, called as `extern "C-unwind"`, so that the forced unwind of a thread being
+/// ended reaches `exit::guard`.
+///
+/// They cannot simply be declared `extern "C-unwind"` here: PyO3 declares the same symbols
+/// `extern "C"` (never unwinding), LTO merges the two declarations, and LLVM then turns our calls
+/// into no-unwind calls with no landing pad. So each is called through a function pointer that
+/// `black_box` hides from the optimiser: an indirect call of a `C-unwind` pointer keeps its
+/// landing pad.
+#[allow(non_snake_case)]
+mod unwinding {
+    use super::*;
+    use pyo3::ffi;
+    use std::hint::black_box;
+
+    macro_rules! unwinding {
+        ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+            #[inline(always)]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                type Unwinding = unsafe extern "C-unwind" fn($($ty),*) -> $ret;
+                // SAFETY: the same function with the same C calling convention; the two ABIs
+                // differ only in whether unwinding out of the callee is allowed.
+                let f: Unwinding = unsafe {
+                    std::mem::transmute::<unsafe extern "C" fn($($ty),*) -> $ret, Unwinding>(
+                        ffi::$name,
+                    )
+                };
+                // SAFETY: the caller upholds the C API's contract for these arguments.
+                unsafe { black_box(f)($($arg),*) }
+            }
+        )*};
+    }
+
+    unwinding! {
+        fn PyObject_Call(callable: *mut PyObject, args: *mut PyObject, kw: *mut PyObject)
+            -> *mut PyObject;
+        fn PyObject_CallNoArgs(callable: *mut PyObject) -> *mut PyObject;
+        fn PyObject_RichCompareBool(a: *mut PyObject, b: *mut PyObject, op: c_int) -> c_int;
+        fn PyObject_Hash(o: *mut PyObject) -> Py_hash_t;
+        fn PyObject_IsTrue(o: *mut PyObject) -> c_int;
+    }
+
+    /// `Py_DecRef` returns nothing, which the macro's `-> $ret` form cannot express.
+    #[inline(always)]
+    pub unsafe fn Py_DecRef(o: *mut PyObject) {
+        type Unwinding = unsafe extern "C-unwind" fn(*mut PyObject);
+        // SAFETY: as in the macro.
+        let f: Unwinding = unsafe {
+            std::mem::transmute::<unsafe extern "C" fn(*mut PyObject), Unwinding>(ffi::Py_DecRef)
+        };
+        // SAFETY: the caller owns the reference it gives up.
+        unsafe { black_box(f)(o) }
+    }
+}
+
+/// `callable()`.
+pub fn call0<'py>(callable: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let c = callable.as_ptr();
+    // SAFETY: a live object, attached; the result is a new reference or NULL with an error set.
+    let r = exit::guard(|| unsafe { unwinding::PyObject_CallNoArgs(c) });
+    // SAFETY: as above.
+    unsafe { Bound::from_owned_ptr_or_err(callable.py(), r) }
+}
+
+/// `callable(*args)`.
+#[inline]
+pub fn call<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: impl IntoPyObject<'py, Target = PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    call_kw(callable, args, None)
+}
+
+/// `callable(*args, **kwargs)`.
+pub fn call_kw<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: impl IntoPyObject<'py, Target = PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let args = args.into_pyobject(py).map_err(Into::into)?;
+    let (c, a) = (callable.as_ptr(), args.as_ptr());
+    let k = kwargs.map_or(ptr::null_mut(), |k| k.as_ptr());
+    // SAFETY: live objects, attached; `args` (a tuple) and `kwargs` (a dict or NULL) outlive the
+    // call.
+    let r = exit::guard(|| unsafe { unwinding::PyObject_Call(c, a, k) });
+    // SAFETY: a new reference or NULL with an error set.
+    unsafe { Bound::from_owned_ptr_or_err(py, r) }
+}
+
+/// `callable(arg)`.
+#[inline]
+pub fn call1<'py>(
+    callable: &Bound<'py, PyAny>,
+    arg: impl IntoPyObject<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let arg = arg
+        .into_pyobject(py)
+        .map_err(Into::into)?
+        .into_any()
+        .into_bound();
+    call(callable, PyTuple::new(py, [arg])?)
+}
+
+/// `a <op> b` as a bool (`ffi::Py_EQ`, `Py_LT`, ...), identity first for `Py_EQ` as containers
+/// compare.
+pub fn compare(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, op: c_int) -> PyResult<bool> {
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // SAFETY: live objects, attached; -1 means an exception is set.
+    let r = exit::guard(|| unsafe { unwinding::PyObject_RichCompareBool(pa, pb, op) });
+    if r < 0 {
+        Err(PyErr::fetch(a.py()))
+    } else {
+        Ok(r == 1)
+    }
+}
+
+/// `hash(obj)`.
+pub fn hash(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let p = obj.as_ptr();
+    // SAFETY: a live object, attached; -1 with an error set on failure.
+    let h = exit::guard(|| unsafe { unwinding::PyObject_Hash(p) });
+    if h == -1 {
+        if let Some(e) = PyErr::take(obj.py()) {
+            return Err(e);
+        }
+    }
+    Ok(h)
+}
+
+/// `bool(obj)`.
+pub fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let p = obj.as_ptr();
+    // SAFETY: a live object, attached; -1 with an error set on failure.
+    let r = exit::guard(|| unsafe { unwinding::PyObject_IsTrue(p) });
+    if r < 0 {
+        Err(PyErr::fetch(obj.py()))
+    } else {
+        Ok(r == 1)
+    }
+}
+
+/// Drop a reference (running `__del__` if it was the last one). Must be called attached.
+pub fn release(_py: Python<'_>, obj: Py<PyAny>) {
+    let p = obj.into_ptr();
+    // SAFETY: attached (the token proves it); we own the reference `into_ptr` handed over.
+    exit::guard(|| unsafe { unwinding::Py_DecRef(p) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyo3::ffi;
+
+    #[test]
+    fn calls_compare_hash_and_release_like_pyo3() {
+        Python::initialize();
+        Python::attach(|py| {
+            let f = py.eval(c"lambda *a: a", None, None).unwrap();
+            assert_eq!(call0(&f).unwrap().len().unwrap(), 0);
+            assert_eq!(
+                call1(&f, 5)
+                    .unwrap()
+                    .get_item(0)
+                    .unwrap()
+                    .extract::<i64>()
+                    .unwrap(),
+                5
+            );
+            let one = 1i64.into_pyobject(py).unwrap().into_any();
+            let two = 2i64.into_pyobject(py).unwrap().into_any();
+            assert!(compare(&one, &one, ffi::Py_EQ).unwrap());
+            assert!(compare(&one, &two, ffi::Py_LT).unwrap());
+            assert!(!compare(&two, &one, ffi::Py_LT).unwrap());
+            assert_eq!(hash(&one).unwrap(), 1);
+            let unhashable = py.eval(c"[]", None, None).unwrap();
+            assert!(hash(&unhashable).is_err());
+            assert!(truthy(&one).unwrap());
+            let raising = py.eval(c"lambda: 1/0", None, None).unwrap();
+            assert!(call0(&raising).is_err());
+            release(py, one.unbind());
+        });
+    }
+}
