@@ -8,6 +8,7 @@
 //! it aborts the process. Here the same functions are declared `extern "C-unwind"` and called
 //! directly inside `exit::guard`, whose frame then parks the thread instead (see `exit`). Nothing
 //! with a destructor lives between the guard and the C call.
+use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
 use std::ptr;
 
@@ -161,10 +162,41 @@ pub fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// Drop a reference (running `__del__` if it was the last one). Must be called attached.
-pub fn release(_py: Python<'_>, obj: Py<PyAny>) {
-    let p = obj.into_ptr();
-    // SAFETY: attached (the token proves it); we own the reference `into_ptr` handed over.
-    exit::guard(|| unsafe { unwinding::Py_DecRef(p) });
+pub fn release(py: Python<'_>, obj: Py<PyAny>) {
+    release_all(py, std::iter::once(obj));
+}
+
+thread_local! {
+    /// References waiting to be dropped by the `release_all` running lower on this stack.
+    static DEFERRED: RefCell<Vec<Py<PyAny>>> = const { RefCell::new(Vec::new()) };
+    /// Whether a `release_all` is running on this thread.
+    static RELEASING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drop many references without recursing on the C stack.
+///
+/// Freeing `x = ThreadSafeList([x])` nested 100,000 deep would otherwise recurse once per level
+/// (our deallocation drops the contents, whose deallocation drops theirs, ...) and overflow the
+/// stack; CPython's own containers avoid that with the "trashcan". Here, a release that happens
+/// while another is running on the same thread only queues its references, and the outermost
+/// one drops the queue in a loop: the depth stays constant whatever the nesting. Every type's
+/// core releases its contents through this on drop.
+pub fn release_all(_py: Python<'_>, objs: impl IntoIterator<Item = Py<PyAny>>) {
+    if RELEASING.with(Cell::get) {
+        DEFERRED.with(|d| d.borrow_mut().extend(objs));
+        return;
+    }
+    RELEASING.with(|r| r.set(true));
+    let decref = |o: Py<PyAny>| {
+        let p = o.into_ptr();
+        // SAFETY: attached (the token proves it); we own the reference `into_ptr` handed over.
+        exit::guard(|| unsafe { unwinding::Py_DecRef(p) });
+    };
+    objs.into_iter().for_each(decref);
+    while let Some(o) = DEFERRED.with(|d| d.borrow_mut().pop()) {
+        decref(o);
+    }
+    RELEASING.with(|r| r.set(false));
 }
 
 #[cfg(test)]
@@ -199,6 +231,8 @@ mod tests {
             let raising = py.eval(c"lambda: 1/0", None, None).unwrap();
             assert!(call0(&raising).is_err());
             release(py, one.unbind());
+            let nested = py.eval(c"[[1]]", None, None).unwrap().unbind();
+            release_all(py, vec![nested]);
         });
     }
 }
