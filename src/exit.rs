@@ -68,16 +68,19 @@ fn exiting_for_this_thread() -> bool {
     EXITING.load(SeqCst) || interpreter_finalizing()
 }
 
-/// Called detached, right before re-attaching: hangs if re-attaching could end the thread.
-pub fn before_reattach() {
+/// Called detached, right before re-attaching. `false`: re-attaching could end this thread, and
+/// the caller must release what it holds (a lock guard it just took) and `hang_forever`.
+#[must_use]
+pub fn before_reattach() -> bool {
     REATTACHING.fetch_add(1, SeqCst);
     if exiting_for_this_thread() {
         leave_window();
-        hang_forever();
+        return false;
     }
+    true
 }
 
-/// Called attached, right after `before_reattach` + re-attach.
+/// Called attached, right after a `before_reattach` that returned `true` and the re-attach.
 pub fn after_reattach() {
     leave_window();
 }

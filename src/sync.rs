@@ -39,7 +39,12 @@ use crate::{exit, pycall};
 pub fn detach<T: Send, F: Send + FnOnce() -> T>(py: Python<'_>, f: F) -> T {
     let out = py.detach(|| {
         let r = f();
-        exit::before_reattach();
+        if !exit::before_reattach() {
+            // Whatever `f` acquired (a lock guard) is released first, so the threads that go on
+            // finalizing the interpreter are not blocked by this one.
+            drop(r);
+            exit::hang_forever();
+        }
         r
     });
     exit::after_reattach();
