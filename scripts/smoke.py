@@ -236,7 +236,7 @@ def main() -> int:
             print(f"  ok   {what}")
 
     print(f"smoke: Python {sys.version.split()[0]} at {sys.executable}")
-    import nogilsafe  # noqa: PLC0415 - after the banner, so a failing import is attributed
+    import nogilsafe  # after the banner, so a failing import names the interpreter
 
     print(f"  nogilsafe {nogilsafe.__version__} from {nogilsafe.__file__}")
     for sub in ("nogilsafe._core", "nogilsafe.testing", "nogilsafe.demo"):

@@ -23,27 +23,27 @@ from typing import overload as _overload
 from typing_extensions import Self
 
 __all__ = [
-    "NogilsafeError",
-    "LockTimeoutError",
-    "ReentrancyError",
-    "ThreadSafeStateError",
-    "StateKeyError",
-    "StateVersionError",
-    "StateRollbackError",
-    "StateConflictError",
-    "AtomicInt",
-    "ThreadSafeList",
-    "OnceCell",
-    "_OnceAttempt",
-    "ThreadSafeDict",
-    "Sentinel",
     "DELETE",
     "MISSING",
-    "ThreadSafeState",
-    "StateSnapshot",
+    "AtomicInt",
+    "LockTimeoutError",
+    "NogilsafeError",
+    "OnceCell",
+    "ReentrancyError",
+    "Sentinel",
     "StateChange",
-    "StateTransaction",
+    "StateConflictError",
+    "StateKeyError",
+    "StateRollbackError",
+    "StateSnapshot",
     "StateSubscription",
+    "StateTransaction",
+    "StateVersionError",
+    "ThreadSafeDict",
+    "ThreadSafeList",
+    "ThreadSafeState",
+    "ThreadSafeStateError",
+    "_OnceAttempt",
 ]
 
 class NogilsafeError(Exception): ...
@@ -138,9 +138,7 @@ class ThreadSafeList(MutableSequence[_T]):
     ) -> int: ...
     def count(self, value: Any, /) -> int: ...
     def reverse(self) -> None: ...
-    def sort(
-        self, *, key: Callable[[_T], Any] | None = None, reverse: bool | None = None
-    ) -> None:
+    def sort(self, *, key: Callable[[_T], Any] | None = None, reverse: bool | None = None) -> None:
         """Stable sort, atomic to observers; ``key`` and comparisons run with no lock held on a
         snapshot committed only if the list did not change meanwhile (else redone). On an error
         the list is unchanged. Gives up with ``RuntimeError`` after 1000 conflicting attempts."""
