@@ -220,6 +220,10 @@ IMPORT_ONLY: dict[str, str] = {
     "StateSnapshot": "ThreadSafeState.snapshot()",
     "StateSubscription": "ThreadSafeState.subscribe()",
     "StateTransaction": "the argument of ThreadSafeState.transaction's function",
+    # Being written on other branches; their API was not settled when this check was.
+    "Channel": "no exerciser yet: add one when Channel lands",
+    "SequentialProcessor": "no exerciser yet: add one when SequentialProcessor lands",
+    "RWLock": "no exerciser yet: add one when RWLock lands",
 }
 
 
