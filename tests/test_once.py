@@ -8,7 +8,6 @@ import time
 import weakref
 
 import pytest
-from conftest import join_all
 from nogilsafe import AtomicInt, LockTimeoutError, OnceCell, ReentrancyError, run_once, singleton
 from nogilsafe.testing import run_concurrently
 
@@ -134,16 +133,21 @@ def test_timeout_raises_lock_timeout_error_and_leaves_the_initialiser_alone() ->
         assert release.wait(10)
         return "done"
 
-    owner = threading.Thread(target=lambda: cell.get_or_init(slow))
-    owner.start()
-    assert started.wait(10)
-    with pytest.raises(LockTimeoutError, match="timed out"):
-        cell.get_or_init(lambda: "other", timeout=0.05)
-    with pytest.raises(TimeoutError):
-        cell.get_or_init(lambda: "other", timeout=0)
-    assert cell._waiting() == 0
-    release.set()
-    join_all([owner], 10)
+    def body(i: int) -> None:
+        if i == 0:
+            cell.get_or_init(slow)
+            return
+        try:
+            assert started.wait(10)
+            with pytest.raises(LockTimeoutError, match="timed out"):
+                cell.get_or_init(lambda: "other", timeout=0.05)
+            with pytest.raises(TimeoutError):
+                cell.get_or_init(lambda: "other", timeout=0)
+            assert cell._waiting() == 0
+        finally:
+            release.set()
+
+    run_concurrently(body, threads=2, timeout=10)
     assert cell.get() == "done"
 
 
@@ -162,9 +166,8 @@ def test_reentrant_get_or_init_raises_instead_of_deadlocking() -> None:
         with pytest.raises(ReentrancyError):
             cell.get_or_init(factory)
 
-    t = threading.Thread(target=run)
-    t.start()
-    join_all([t], 10)
+    # In a thread of its own, so a deadlock fails the test instead of hanging it.
+    run_concurrently(lambda _: run(), threads=1, timeout=10)
     assert len(seen) == 1 and not cell.is_initialized()
     assert cell.get_or_init(lambda: 3) == 3
 
