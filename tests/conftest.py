@@ -35,10 +35,10 @@ def missing_test_dependencies() -> list[str]:
         try:
             have = importlib.metadata.version(req.name)
         except importlib.metadata.PackageNotFoundError:
-            problems.append(f"{req} (not installed)")
+            problems.append(f"{req.name}{req.specifier} (not installed)")
             continue
         if not req.specifier.contains(have, prereleases=True):
-            problems.append(f"{req} (found {have})")
+            problems.append(f"{req.name}{req.specifier} (found {have})")
     return problems
 
 
