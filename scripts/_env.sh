@@ -28,9 +28,11 @@ maturin() { PATH="$TOOLS_VENV/bin:$PATH" "$TOOLS_VENV/bin/maturin" "$@"; }
 make_venv() {
   local name="$1" py="$2"; shift 2
   local venv="$ROOT/.venvs/$name"
-  # A venv whose interpreter was rebuilt or removed is made anew.
+  # A venv whose interpreter was rebuilt or removed is made anew. Real paths on both sides: the
+  # venv records python3.11 where it was made from python3, a link to it.
+  local real='import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'
   if ! "$venv/bin/python" -c 'import sys; sys.exit(0 if sys.prefix != sys.base_prefix else 1)' 2>/dev/null \
-     || [ "$("$venv/bin/python" -c 'import sys; print(sys._base_executable)' 2>/dev/null)" != "$("$py" -c 'import sys; print(sys.executable)')" ]; then
+     || [ "$("$venv/bin/python" -c "$real" 2>/dev/null)" != "$("$py" -c "$real")" ]; then
     log "creating venv $venv from $py"
     "$py" -m venv --clear "$venv" >&2
   fi
