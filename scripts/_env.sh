@@ -1,5 +1,6 @@
 # Shared by the scripts: the pinned build tools, venvs under .venvs/, building the wheel for one
-# interpreter and installing it there. Sourced, not run.
+# interpreter and installing it there. Sourced, not run. Every step of a function returns on
+# failure by itself: scripts/test.sh calls them where `set -e` does not apply.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The real interpreter, not a pyenv shim or whatever `python3` a venv on PATH would give.
@@ -14,8 +15,8 @@ ensure_tools() {
   local req="$ROOT/scripts/requirements-tools.txt" stamp="$TOOLS_VENV/requirements-tools.txt"
   if ! cmp -s "$req" "$stamp" || ! "$TOOLS_VENV/bin/python" -c '' 2>/dev/null; then
     log "installing build and lint tools into $TOOLS_VENV"
-    "$GIL_PYTHON" -m venv --clear "$TOOLS_VENV" >&2
-    "$TOOLS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
+    "$GIL_PYTHON" -m venv --clear "$TOOLS_VENV" >&2 || return
+    "$TOOLS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2 || return
     cp "$req" "$stamp"
   fi
 }
@@ -34,10 +35,10 @@ make_venv() {
   if ! "$venv/bin/python" -c 'import sys; sys.exit(0 if sys.prefix != sys.base_prefix else 1)' 2>/dev/null \
      || [ "$("$venv/bin/python" -c "$real" 2>/dev/null)" != "$("$py" -c "$real")" ]; then
     log "creating venv $venv from $py"
-    "$py" -m venv --clear "$venv" >&2
+    "$py" -m venv --clear "$venv" >&2 || return
   fi
   if [ "$#" -gt 0 ]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2 || return
   fi
   echo "$venv/bin/python"
 }
@@ -53,9 +54,10 @@ install_wheel() {
   local flag=--release
   [ "$profile" = "dev" ] && flag=""
   log "building the wheel for $("$vpy" -c 'import sys; print(sys.version.split()[0], "free-threaded" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "GIL")')"
-  (cd "$ROOT" && maturin build $flag --quiet -i "$vpy" -o "$out" >&2)
-  whl="$(ls "$out"/*.whl)"
-  "$vpy" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$whl" >&2
+  (cd "$ROOT" && maturin build $flag --quiet -i "$vpy" -o "$out" >&2) || return
+  whl="$(ls "$out"/*.whl)" || return
+  "$vpy" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$whl" >&2 \
+    || return
   if [ -n "$extra" ]; then
     "$vpy" -m pip install --quiet --disable-pip-version-check --only-binary=:all: "$whl[$extra]" >&2
   fi

@@ -72,9 +72,9 @@ stage "lint: ruff check, ruff format --check" ruff_all || true
 # wheel (only the free-threaded build may go without, and says why).
 venv_with_wheel() {
   local which="$1" py="$2" whl err
-  VPY="$(make_venv "$which" "$py")"
-  CARGO_TARGET_DIR="$ROOT/target/wheel-$which" install_wheel "$VPY" release test
-  whl="$(ls "$ROOT/dist/$which"/*.whl)"
+  VPY="$(make_venv "$which" "$py")" || return
+  CARGO_TARGET_DIR="$ROOT/target/wheel-$which" install_wheel "$VPY" release test || return
+  whl="$(ls "$ROOT/dist/$which"/*.whl)" || return
   err="$(mktemp)"
   if ! "$VPY" -m pip install --quiet --disable-pip-version-check --only-binary=:all: \
        "$whl[test-uvloop]" 2>"$err" >&2; then
@@ -90,7 +90,7 @@ venv_with_wheel() {
 
 cargo_test() {
   local which="$1" libdir
-  libdir="$("$VPY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')"
+  libdir="$("$VPY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')" || return
   # The test binary embeds the interpreter; a separate target dir per interpreter keeps both cached.
   PYO3_PYTHON="$VPY" CARGO_TARGET_DIR="$ROOT/target/cargo-test-$which" \
     LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
@@ -103,10 +103,14 @@ clippy() {
     cargo clippy --quiet --all-targets -- -D warnings
 }
 
+# last_line LOG: pytest's closing line, for the summary.
+last_line() { tail -1 "$1" | tr -d '=' | sed 's/^ *//; s/ *$//'; }
+
 pytest_main() {
-  local which="$1"; shift
-  "$VPY" -m pytest -q -p no:cacheprovider "$@" tests 2>&1 | tee "$LOGS/pytest-$which.log"
-  NOTE="$(tail -1 "$LOGS/pytest-$which.log" | tr -d '=' | sed 's/^ *//; s/ *$//')"
+  local which="$1" rc=0; shift
+  "$VPY" -m pytest -q -p no:cacheprovider "$@" tests 2>&1 | tee "$LOGS/pytest-$which.log" || rc=$?
+  NOTE="$(last_line "$LOGS/pytest-$which.log")"
+  return "$rc"
 }
 
 mypy_strict() {
@@ -121,15 +125,17 @@ stubtest() {
 }
 
 pytest_parallel() {
-  local present=() f
+  local present=() f rc=0
   for f in "${PARALLEL_TESTS[@]}"; do
     if [ -f "$f" ]; then present+=("$f"); else echo "not in the tree (yet): $f" >&2; fi
   done
   # Tests marked (or detected) thread_unsafe run in one thread; the plugin's report lists them
   # with their reasons.
   PYTEST_RUN_PARALLEL_VERBOSE=1 "$VPY" -m pytest -p no:cacheprovider \
-    --parallel-threads="$PARALLEL_THREADS" "${present[@]}" 2>&1 | tee "$LOGS/pytest-parallel.log"
-  NOTE="$(tail -1 "$LOGS/pytest-parallel.log" | tr -d '=' | sed 's/^ *//; s/ *$//')"
+    --parallel-threads="$PARALLEL_THREADS" "${present[@]}" 2>&1 | tee "$LOGS/pytest-parallel.log" \
+    || rc=$?
+  NOTE="$(last_line "$LOGS/pytest-parallel.log")"
+  return "$rc"
 }
 
 for which in gil ft; do

@@ -75,6 +75,7 @@ find_python() {
       return 0
     fi
   done
+  return 0  # none: prints nothing
 }
 
 is_required() { local r; for r in "${REQUIRED[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
