@@ -18,7 +18,7 @@ SUITE = "trixie"
 
 def deb822_entries(text: str) -> list[dict[str, str]]:
     entries, cur, last = [], {}, None
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if not line.strip():
             if cur:
                 entries.append(cur)
@@ -36,8 +36,8 @@ def deb822_entries(text: str) -> list[dict[str, str]]:
 
 def one_line_entries(text: str) -> list[dict[str, str]]:
     entries = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
         m = re.match(r"^(deb)\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)", line)
         if m:
             opts = dict(o.split("=", 1) for o in (m.group(2) or "").split() if "=" in o)

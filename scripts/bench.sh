@@ -19,6 +19,6 @@ done
 # --only-binary: the newest matplotlib with a wheel for this interpreter (a source build needs the
 # network for freetype).
 "$vpy" -c 'import matplotlib' 2>/dev/null || "$vpy" -m pip install --quiet --only-binary=:all: matplotlib >&2 || true
-install_wheel "$vpy"
+CARGO_TARGET_DIR="$ROOT/target/wheel-ft" install_wheel "$vpy"
 if [ "$#" -eq 0 ]; then set -- benches/run_all.py; fi
 for b in "$@"; do "$vpy" "$b"; done

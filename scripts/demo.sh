@@ -6,5 +6,6 @@ cd "$ROOT"
 FT_PYTHON="$("$ROOT/scripts/ensure_ft_python.sh")"
 ensure_maturin
 vpy="$(make_venv ft "$FT_PYTHON" pytest)"
-if [ "${NOGILSAFE_SKIP_BUILD:-0}" != 1 ]; then install_wheel "$vpy"; fi
+# The release build shares target/wheel-ft with scripts/test.sh: the same interpreter, no rebuild.
+if [ "${NOGILSAFE_SKIP_BUILD:-0}" != 1 ]; then CARGO_TARGET_DIR="$ROOT/target/wheel-ft" install_wheel "$vpy"; fi
 exec "$vpy" -m nogilsafe.demo "$@"

@@ -181,6 +181,9 @@ def test_local_views_share_the_value() -> None:
     assert a.get() == 3
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 8 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_increments_from_many_threads_are_exact() -> None:
     a = AtomicInt()
     n = 20_000
@@ -194,6 +197,9 @@ def test_increments_from_many_threads_are_exact() -> None:
     assert a.get() == 8 * n
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 8 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_mixed_cas_and_update_conserve_the_total() -> None:
     # Each thread moves units with update / CAS loops / fetch_add; every op adds exactly 1.
     a = AtomicInt()
@@ -220,6 +226,9 @@ def test_mixed_cas_and_update_conserve_the_total() -> None:
     assert a.get() == 8 * per_thread
 
 
+@pytest.mark.thread_unsafe(
+    reason="runs update() in a thread of its own and writes while its function runs"
+)
 def test_update_reruns_on_conflict_and_counts_retries() -> None:
     a = AtomicInt(0)
     entered = threading.Event()

@@ -317,6 +317,9 @@ def test_compute_and_update_value() -> None:
     assert pickle.loads(pickle.dumps(DELETE)) is DELETE
 
 
+@pytest.mark.thread_unsafe(
+    reason="runs its scenario in its own thread to turn a deadlock into a failure"
+)
 def test_operations_with_itself_do_not_deadlock() -> None:
     from nogilsafe.testing import run_concurrently
 

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
-
-from hypothesis import settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-from nogilsafe import DELETE, ThreadSafeDict  # noqa: E402
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from nogilsafe import DELETE, ThreadSafeDict
 
 keys = st.one_of(
     st.integers(-5, 5),

@@ -1,15 +1,8 @@
-"""The stubs type-check a small ThreadSafeDict usage example (skipped where mypy is missing)."""
+"""The stubs type-check a small ThreadSafeDict usage example under mypy --strict."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-import pytest
-
-pytest.importorskip("mypy")
+from conftest import MypyRun
 
 EXAMPLE = """
 from nogilsafe import DELETE, ThreadSafeDict
@@ -39,31 +32,11 @@ d["a"] = "not an int"
 """
 
 
-def run_mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
-    f = tmp_path / "example.py"
-    f.write_text(textwrap.dedent(source))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            str(tmp_path / "c"),
-            str(f),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_usage_example_type_checks(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(EXAMPLE)
+    assert status == 0, out
 
 
-def test_usage_example_type_checks(tmp_path: Path) -> None:
-    r = run_mypy(tmp_path, EXAMPLE)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-def test_wrong_value_type_is_rejected(tmp_path: Path) -> None:
-    r = run_mypy(tmp_path, BAD)
-    assert r.returncode == 1 and "incompatible type" in r.stdout.lower(), r.stdout + r.stderr
+def test_wrong_value_type_is_rejected(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(BAD)
+    assert status == 1 and "incompatible type" in out.lower(), out

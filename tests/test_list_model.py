@@ -1,18 +1,14 @@
-"""Hypothesis stateful comparison of ThreadSafeList with builtin list (GIL venv only)."""
+"""Hypothesis stateful comparison of ThreadSafeList with builtin list."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
-
-from hypothesis import settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-from nogilsafe import ThreadSafeList  # noqa: E402
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from nogilsafe import ThreadSafeList
 
 
 class Boxed:

@@ -1,16 +1,8 @@
-"""The ThreadSafeList stubs type-check a usage example under mypy --strict (GIL venv only)."""
+"""The ThreadSafeList stubs type-check a usage example under mypy --strict."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-import pytest
-
-pytest.importorskip("mypy")
+from conftest import MypyRun
 
 GOOD = """
     from collections.abc import MutableSequence
@@ -50,37 +42,16 @@ BAD = """
 """
 
 
-def mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
-    f = tmp_path / "example.py"
-    f.write_text(textwrap.dedent(source))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            os.devnull,
-            str(f),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+def test_usage_example_type_checks(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(GOOD)
+    assert status == 0, out
 
 
-def test_usage_example_type_checks(tmp_path: Path) -> None:
-    r = mypy(tmp_path, GOOD)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-def test_wrong_element_type_is_rejected(tmp_path: Path) -> None:
-    r = mypy(tmp_path, BAD)
-    assert r.returncode == 1
-    assert 'Argument 1 to "append" of "ThreadSafeList" has incompatible type "str"' in r.stdout
+def test_wrong_element_type_is_rejected(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(BAD)
+    assert status == 1, out
+    assert 'Argument 1 to "append" of "ThreadSafeList" has incompatible type "str"' in out
     assert (
         'Incompatible types in assignment (expression has type "int", variable has type "str")'
-        in r.stdout
+        in out
     )

@@ -8,7 +8,6 @@ import time
 import weakref
 
 import pytest
-from conftest import join_all
 from nogilsafe import AtomicInt, LockTimeoutError, OnceCell, ReentrancyError, run_once, singleton
 from nogilsafe.testing import run_concurrently
 
@@ -58,6 +57,9 @@ def test_bad_timeout_rejected() -> None:
         OnceCell().get_or_init(lambda: 1, timeout=-1)
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 16 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_sixteen_threads_slow_factory_runs_once() -> None:
     cell: OnceCell[object] = OnceCell()
     calls = AtomicInt()
@@ -75,6 +77,9 @@ def test_sixteen_threads_slow_factory_runs_once() -> None:
     assert values == {id(cell.get())}
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 16 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_failure_reaches_every_waiter_of_the_attempt_then_retry_succeeds() -> None:
     cell: OnceCell[str] = OnceCell()
     calls = AtomicInt()
@@ -98,6 +103,9 @@ def test_failure_reaches_every_waiter_of_the_attempt_then_retry_succeeds() -> No
     assert cell.get_or_init(factory) == "second" and calls.get() == 2
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 4 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_interrupted_owner_hands_over_to_a_waiter() -> None:
     """A BaseException that is not an Exception is not the factory's answer: waiters retry."""
 
@@ -124,6 +132,9 @@ def test_interrupted_owner_hands_over_to_a_waiter() -> None:
     assert calls.get() == 2
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts an initialiser thread of its own and times out waiting for it"
+)
 def test_timeout_raises_lock_timeout_error_and_leaves_the_initialiser_alone() -> None:
     cell: OnceCell[str] = OnceCell()
     release = threading.Event()
@@ -134,19 +145,27 @@ def test_timeout_raises_lock_timeout_error_and_leaves_the_initialiser_alone() ->
         assert release.wait(10)
         return "done"
 
-    owner = threading.Thread(target=lambda: cell.get_or_init(slow))
-    owner.start()
-    assert started.wait(10)
-    with pytest.raises(LockTimeoutError, match="timed out"):
-        cell.get_or_init(lambda: "other", timeout=0.05)
-    with pytest.raises(TimeoutError):
-        cell.get_or_init(lambda: "other", timeout=0)
-    assert cell._waiting() == 0
-    release.set()
-    join_all([owner], 10)
+    def body(i: int) -> None:
+        if i == 0:
+            cell.get_or_init(slow)
+            return
+        try:
+            assert started.wait(10)
+            with pytest.raises(LockTimeoutError, match="timed out"):
+                cell.get_or_init(lambda: "other", timeout=0.05)
+            with pytest.raises(TimeoutError):
+                cell.get_or_init(lambda: "other", timeout=0)
+            assert cell._waiting() == 0
+        finally:
+            release.set()
+
+    run_concurrently(body, threads=2, timeout=10)
     assert cell.get() == "done"
 
 
+@pytest.mark.thread_unsafe(
+    reason="runs its scenario in its own thread to turn a deadlock into a failure"
+)
 def test_reentrant_get_or_init_raises_instead_of_deadlocking() -> None:
     cell: OnceCell[int] = OnceCell()
     seen: list[BaseException] = []
@@ -162,9 +181,8 @@ def test_reentrant_get_or_init_raises_instead_of_deadlocking() -> None:
         with pytest.raises(ReentrancyError):
             cell.get_or_init(factory)
 
-    t = threading.Thread(target=run)
-    t.start()
-    join_all([t], 10)
+    # In a thread of its own, so a deadlock fails the test instead of hanging it.
+    run_concurrently(lambda _: run(), threads=1, timeout=10)
     assert len(seen) == 1 and not cell.is_initialized()
     assert cell.get_or_init(lambda: 3) == 3
 
@@ -195,6 +213,9 @@ def test_reference_cycle_through_the_cell_is_collected() -> None:
     assert ref() is None
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 8 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_stress_mixed_operations_keep_one_value_per_generation() -> None:
     cell: OnceCell[tuple[int, int]] = OnceCell()
     made = AtomicInt()
@@ -215,6 +236,9 @@ def test_stress_mixed_operations_keep_one_value_per_generation() -> None:
 # ---- @singleton -------------------------------------------------------------------------
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 16 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_singleton_decorator_builds_once_across_threads_and_resets() -> None:
     calls = AtomicInt()
 
@@ -250,6 +274,9 @@ class Resource:
         return f"closed after {n}"
 
 
+@pytest.mark.thread_unsafe(
+    reason="starts 16 threads itself; 4 copies of it would oversubscribe 2 cores"
+)
 def test_run_once_method_runs_cleanup_exactly_once_per_instance() -> None:
     a, b = Resource(), Resource()
     results = run_concurrently(lambda i: (a if i % 2 else b).close(), threads=16)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sysconfig
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from importlib.util import find_spec
 from typing import Any
 
 import pytest
-from conftest import join_all
 from nogilsafe import (
     AsyncOnceCell,
     AsyncSingleton,
@@ -24,7 +25,12 @@ from nogilsafe.testing import run_concurrently
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    uvloop = pytest.importorskip("uvloop")
+    # uvloop is a required test dependency (conftest.py) wherever it has a wheel; free-threaded
+    # CPython has none yet.
+    if sysconfig.get_config_var("Py_GIL_DISABLED") == 1 and find_spec("uvloop") is None:
+        pytest.skip("uvloop has no wheel for free-threaded CPython")
+    import uvloop
+
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
@@ -147,13 +153,14 @@ def test_cancelled_initialiser_hands_over_to_a_waiter() -> None:
         with lock:
             waiter_results.extend(rs)
 
-    owner_thread = threading.Thread(target=asyncio.run, args=(owner_main(),))
-    owner_thread.start()
-    assert started.wait(10)
-    waiters = [threading.Thread(target=asyncio.run, args=(waiter_main(),)) for _ in range(3)]
-    for t in waiters:
-        t.start()
-    join_all([owner_thread, *waiters], 30)
+    def body(i: int) -> None:
+        if i == 0:
+            asyncio.run(owner_main())
+        else:
+            assert started.wait(10)
+            asyncio.run(waiter_main())
+
+    run_concurrently(body, threads=4, timeout=30)
     assert outcome["owner"] == "cancelled"
     assert outcome["neighbours"] == ["attempt 2"] * 5
     assert waiter_results == ["attempt 2"] * 30
@@ -246,18 +253,23 @@ def test_waiter_on_a_closed_loop_is_skipped() -> None:
         await asyncio.to_thread(release.wait, 10)
         return "value"
 
-    def owner() -> None:
-        result.append(asyncio.run(cell.get_or_init(factory)))
+    tasks: list[asyncio.Task[str]] = []
 
-    t = threading.Thread(target=owner)
-    t.start()
-    assert started.wait(10)
-    doomed = asyncio.new_event_loop()
-    task = doomed.create_task(cell.get_or_init(factory))
-    doomed.run_until_complete(until_waiting(cell, 1))
-    doomed.close()  # its waiter is still registered
-    release.set()
-    join_all([t], 10)
+    def body(i: int) -> None:
+        if i == 0:
+            result.append(asyncio.run(cell.get_or_init(factory)))
+            return
+        try:
+            assert started.wait(10)
+            doomed = asyncio.new_event_loop()
+            tasks.append(doomed.create_task(cell.get_or_init(factory)))
+            doomed.run_until_complete(until_waiting(cell, 1))
+            doomed.close()  # its waiter is still registered
+        finally:
+            release.set()
+
+    run_concurrently(body, threads=2, timeout=10)
+    (task,) = tasks
     assert result == ["value"] and not task.done()
     task._log_destroy_pending = False  # type: ignore[attr-defined]  # abandoned on purpose
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import hypothesis
 import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-from nogilsafe import OnceCell  # noqa: E402
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from nogilsafe import OnceCell
 
 _MISSING = object()
 

@@ -1,34 +1,24 @@
-"""The once-cell stubs type-check real usage (mypy, where installed: the GIL venv of scripts/test.sh)."""
+"""The once-cell stubs type-check real usage under mypy --strict."""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-import pytest
+from conftest import MypyRun
 
-api = pytest.importorskip("mypy.api")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+USAGE = Path(__file__).parent / "typing" / "once_usage.py"
 
 
-def test_usage_type_checks() -> None:
-    out, err, status = api.run(
-        [
-            "--strict",
-            "--no-incremental",
-            "--python-version",
-            "3.11",
-            os.path.join(HERE, "typing", "once_usage.py"),
-        ]
-    )
-    assert status == 0, out + err
+def test_usage_type_checks(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(USAGE, "--python-version", "3.11")
+    assert status == 0, out
 
 
-def test_a_wrong_type_is_caught() -> None:
+def test_a_wrong_type_is_caught(mypy_check: MypyRun) -> None:
     code = (
         "from nogilsafe import OnceCell\n"
         "c: OnceCell[int] = OnceCell()\n"
         "s: str = c.get_or_init(lambda: 1)\n"
     )
-    out, err, status = api.run(["--strict", "--no-incremental", "-c", code])
-    assert status == 1 and "Incompatible types in assignment" in out, out + err
+    out, status = mypy_check(code)
+    assert status == 1 and "Incompatible types in assignment" in out, out

@@ -387,6 +387,9 @@ def test_transaction_view() -> None:
     assert s.version == 1  # a read-only transaction commits nothing
 
 
+@pytest.mark.thread_unsafe(
+    reason="commits from a thread of its own between the transaction's read and commit"
+)
 def test_transaction_reruns_on_conflict() -> None:
     s = ThreadSafeState({"a": 0})
     runs = []
@@ -531,6 +534,9 @@ def test_raising_subscriber_does_not_break_commit(monkeypatch: pytest.MonkeyPatc
     assert len(reported) == 1 and "subscriber failed" in str(reported[0])
 
 
+@pytest.mark.thread_unsafe(
+    reason="runs its scenario in its own thread to turn a deadlock into a failure"
+)
 def test_subscriber_may_write_to_the_state() -> None:
     s = ThreadSafeState()
 
@@ -560,24 +566,14 @@ def test_wait_for_returns_immediately_when_true_and_times_out() -> None:
 
 def in_thread(fn) -> None:  # type: ignore[no-untyped-def]
     """Run ``fn`` in a thread joined with a timeout: a deadlock fails the test, never hangs it."""
-    import threading
+    from nogilsafe.testing import run_concurrently
 
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as e:
-            errors.append(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(10)
-    assert not t.is_alive(), "deadlock: the scenario did not finish in 10s"
-    if errors:
-        raise errors[0]
+    run_concurrently(lambda _: fn(), threads=1, timeout=10)
 
 
+@pytest.mark.thread_unsafe(
+    reason="runs its scenario in its own thread to turn a deadlock into a failure"
+)
 def test_dropping_state_with_deep_values_runs_del_outside_locks() -> None:
     deleted: list[int] = []
 

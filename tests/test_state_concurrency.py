@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 
 from nogilsafe import ThreadSafeState
 from nogilsafe.testing import run_concurrently
@@ -102,20 +103,23 @@ def test_wait_for_async_from_several_threads_each_with_its_own_loop() -> None:
     results: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     ready = threading.Barrier(5)
+    # Set by each loop's ticker once it has ticked while its loop awaits wait_for_async.
+    ticked = [threading.Event() for _ in range(4)]
 
     def run(i: int) -> None:
         async def main() -> None:
-            ticks = 0
+            awaiting = False
 
             async def ticker() -> None:
-                nonlocal ticks
                 while True:  # the loop stays responsive while waiting
                     await asyncio.sleep(0.001)
-                    ticks += 1
+                    if awaiting:
+                        ticked[i].set()
 
             t = asyncio.ensure_future(ticker())
             fut = s.wait_for_async(lambda st: st["stage"] >= i + 1, timeout=10)
             ready.wait(5)
+            awaiting = True
             snap = await fut
             t.cancel()
             results.append((i, snap["stage"]))
@@ -129,6 +133,9 @@ def test_wait_for_async_from_several_threads_each_with_its_own_loop() -> None:
     for t in threads:
         t.start()
     ready.wait(5)
+    # No commit before every loop has run other tasks while it waits: a wait_for_async that
+    # blocked its loop would never let the ticker run.
+    assert all(e.wait(10) for e in ticked), "an event loop was blocked while awaiting"
     for n in range(1, 5):
         time.sleep(0.02)
         s.set("stage", n)
@@ -217,25 +224,15 @@ def test_history_memory_is_proportional_to_changes() -> None:
     assert s.snapshot().version == 1000
 
 
-def test_retained_versions_share_structure() -> None:
+def test_retained_versions_share_structure(rss_bytes: Callable[[], int]) -> None:
     # Rust allocations are invisible to tracemalloc: measure the process's resident memory.
-    import resource
-
-    def rss_kib() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * (resource.getpagesize() // 1024)
-        except OSError:
-            return 0
-
     s = ThreadSafeState({f"k{i}": i for i in range(10_000)}, max_history=1000)
-    base = rss_kib()
+    base = rss_bytes()
     for v in range(1000):
         s.set(f"k{v % 10_000}", v)
-    grown = rss_kib() - base
-    if base:
-        # Full copies would need ~1000 x 10k entries (hundreds of MB); sharing needs a few MB.
-        assert grown < 10_000, f"grew {grown} KiB"
+    grown = (rss_bytes() - base) // 1024
+    # Full copies would need ~1000 x 10k entries (hundreds of MB); sharing needs a few MB.
+    assert grown < 10_000, f"grew {grown} KiB"
     assert s.rollback(0) == 1001 and s.get("k5") == 5
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
-from nogilsafe import StateRollbackError, StateVersionError, ThreadSafeState  # noqa: E402
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from nogilsafe import StateRollbackError, StateVersionError, ThreadSafeState
 
 MAX_HISTORY = 5
 keys = st.sampled_from(["a", "b", "c", "d"])

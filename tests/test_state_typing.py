@@ -1,12 +1,8 @@
-"""The ThreadSafeState stubs type-check real usage (mypy --strict), where mypy is installed."""
+"""The ThreadSafeState stubs type-check real usage under mypy --strict."""
 
 from __future__ import annotations
 
-import pathlib
-
-import pytest
-
-mypy_api = pytest.importorskip("mypy.api")
+from conftest import MypyRun
 
 USAGE = """
 from nogilsafe import StateChange, StateSnapshot, StateTransaction, ThreadSafeState
@@ -41,20 +37,11 @@ s.set("a", "not an int")
 """
 
 
-def run(tmp_path: pathlib.Path, code: str) -> tuple[str, int]:
-    f = tmp_path / "usage.py"
-    f.write_text(code)
-    out, err, status = mypy_api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(f)]
-    )
-    return out + err, status
-
-
-def test_stubs_accept_typical_usage(tmp_path: pathlib.Path) -> None:
-    out, status = run(tmp_path, USAGE)
+def test_stubs_accept_typical_usage(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(USAGE)
     assert status == 0, out
 
 
-def test_stubs_reject_wrong_value_type(tmp_path: pathlib.Path) -> None:
-    out, status = run(tmp_path, BAD)
+def test_stubs_reject_wrong_value_type(mypy_check: MypyRun) -> None:
+    out, status = mypy_check(BAD)
     assert status != 0 and "arg-type" in out, out

@@ -8,6 +8,7 @@ Python object contend on its reference count, and threads that each hold their o
 from __future__ import annotations
 
 import collections.abc as _abc
+import importlib.metadata as _metadata
 
 from nogilsafe import _core as _core  # the native module, for tests and introspection
 from nogilsafe._core import (
@@ -41,7 +42,8 @@ from nogilsafe._once import (
     singleton,
 )
 
-__version__ = "0.1.0"
+# Cargo.toml holds the version; maturin writes it into the installed distribution's metadata.
+__version__: str = _metadata.version("nogilsafe")
 
 __all__ = [
     "DELETE",

@@ -22,6 +22,30 @@ from typing import overload as _overload
 
 from typing_extensions import Self
 
+__all__ = [
+    "DELETE",
+    "MISSING",
+    "AtomicInt",
+    "LockTimeoutError",
+    "NogilsafeError",
+    "OnceCell",
+    "ReentrancyError",
+    "Sentinel",
+    "StateChange",
+    "StateConflictError",
+    "StateKeyError",
+    "StateRollbackError",
+    "StateSnapshot",
+    "StateSubscription",
+    "StateTransaction",
+    "StateVersionError",
+    "ThreadSafeDict",
+    "ThreadSafeList",
+    "ThreadSafeState",
+    "ThreadSafeStateError",
+    "_OnceAttempt",
+]
+
 class NogilsafeError(Exception): ...
 class LockTimeoutError(NogilsafeError, TimeoutError): ...
 class ReentrancyError(NogilsafeError, RuntimeError): ...
@@ -35,7 +59,7 @@ class StateConflictError(ThreadSafeStateError): ...
 class AtomicInt:
     """A 64-bit signed integer updated atomically, without locks."""
 
-    def __init__(self, value: SupportsIndex = 0) -> None: ...
+    def __new__(cls, value: SupportsIndex = 0) -> Self: ...
     def local(self) -> AtomicInt:
         """A per-thread view sharing this integer."""
     def get(self) -> int: ...
@@ -51,7 +75,7 @@ class AtomicInt:
     def swap(self, value: SupportsIndex) -> int:
         """Store ``value``; return the old value."""
     def compare_and_set(self, expected: SupportsIndex, new: SupportsIndex) -> bool: ...
-    def update(self, fn: Callable[[int], int], /) -> int:
+    def update(self, fn: Callable[[int], int]) -> int:
         """Replace the value with ``fn(value)`` atomically (``fn`` may rerun); return it."""
     @property
     def update_retries(self) -> int: ...
@@ -87,7 +111,10 @@ class ThreadSafeList(MutableSequence[_T]):
     Registered as a ``collections.abc.MutableSequence``.
     """
 
-    def __init__(self, iterable: Iterable[_T] = ..., /) -> None: ...
+    @overload
+    def __new__(cls) -> Self: ...
+    @overload
+    def __new__(cls, iterable: Iterable[_T] | None, /) -> Self: ...
     def local(self) -> ThreadSafeList[_T]:
         """A per-thread view sharing this list."""
     def snapshot(self) -> list[_T]:
@@ -98,18 +125,20 @@ class ThreadSafeList(MutableSequence[_T]):
     def append(self, object: _T, /) -> None: ...
     def extend(self, iterable: Iterable[_T], /) -> None: ...
     def insert(self, index: SupportsIndex, object: _T, /) -> None: ...
-    def pop(self, index: SupportsIndex = -1, /) -> _T: ...
+    def pop(self, index: SupportsIndex | None = None, /) -> _T: ...
     @overload
-    def pop_or(self, default: None = None, index: SupportsIndex = -1) -> _T | None:
+    def pop_or(self, default: None = None, index: SupportsIndex | None = None) -> _T | None:
         """Remove and return the element at ``index`` (default last), or ``default`` if none."""
     @overload
-    def pop_or(self, default: _S, index: SupportsIndex = -1) -> _T | _S: ...
+    def pop_or(self, default: _S, index: SupportsIndex | None = None) -> _T | _S: ...
     def remove(self, value: _T, /) -> None: ...
     def clear(self) -> None: ...
-    def index(self, value: Any, start: SupportsIndex = 0, stop: SupportsIndex = ..., /) -> int: ...
+    def index(
+        self, value: Any, start: SupportsIndex | None = None, stop: SupportsIndex | None = None, /
+    ) -> int: ...
     def count(self, value: Any, /) -> int: ...
     def reverse(self) -> None: ...
-    def sort(self, *, key: Callable[[_T], Any] | None = None, reverse: bool = False) -> None:
+    def sort(self, *, key: Callable[[_T], Any] | None = None, reverse: bool | None = None) -> None:
         """Stable sort, atomic to observers; ``key`` and comparisons run with no lock held on a
         snapshot committed only if the list did not change meanwhile (else redone). On an error
         the list is unchanged. Gives up with ``RuntimeError`` after 1000 conflicting attempts."""
@@ -146,7 +175,7 @@ class ThreadSafeList(MutableSequence[_T]):
     def __delitem__(self, index: SupportsIndex | slice, /) -> None: ...
     def __add__(self, other: list[_T] | ThreadSafeList[_T], /) -> ThreadSafeList[_T]: ...
     def __radd__(self, other: list[_T], /) -> ThreadSafeList[_T]: ...
-    def __iadd__(self, other: Iterable[_T], /) -> Self: ...  # type: ignore[override]
+    def __iadd__(self, other: Iterable[_T], /) -> Self: ...
     def __mul__(self, n: SupportsIndex, /) -> ThreadSafeList[_T]: ...
     def __rmul__(self, n: SupportsIndex, /) -> ThreadSafeList[_T]: ...
     def __imul__(self, n: SupportsIndex, /) -> Self: ...
@@ -170,7 +199,7 @@ class OnceCell(Generic[_T]):
     locks.
     """
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def local(self) -> OnceCell[_T]:
         """A per-thread view sharing this cell."""
     def get_or_init(self, factory: Callable[[], _T], timeout: float | None = None) -> _T:
@@ -190,13 +219,14 @@ class OnceCell(Generic[_T]):
         """Empty the cell, so the next ``get_or_init`` runs its factory again."""
     # The protocol driven by nogilsafe._once.AsyncOnceCell (private).
     def _begin(self) -> tuple[int, Any]: ...
-    def _add_waiter(self, id: int, loop: Any, future: Any, /) -> bool: ...
-    def _remove_waiter(self, id: int, future: Any, /) -> None: ...
-    def _complete(self, id: int, value: _T, /) -> None: ...
-    def _fail(self, id: int, exc: BaseException, /) -> None: ...
-    def _abandon(self, id: int, /) -> None: ...
+    def _add_waiter(self, id: int, loop: Any, future: Any) -> bool: ...
+    def _remove_waiter(self, id: int, future: Any) -> None: ...
+    def _complete(self, id: int, value: _T) -> None: ...
+    def _fail(self, id: int, exc: BaseException) -> None: ...
+    def _abandon(self, id: int) -> None: ...
     def _waiting(self) -> int:
         """How many callers wait for the initialisation in progress (for tests)."""
+    def __class_getitem__(cls, key: Any) -> GenericAlias: ...
 
 @final
 class _OnceAttempt:
@@ -230,18 +260,18 @@ class ThreadSafeDict(Generic[_K, _V]):
     """
 
     @overload
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     @overload
-    def __init__(self: ThreadSafeDict[str, _V], **kwargs: _V) -> None: ...
+    def __new__(cls: type[ThreadSafeDict[str, _V]], **kwargs: _V) -> ThreadSafeDict[str, _V]: ...
     @overload
-    def __init__(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None: ...
+    def __new__(cls, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] | None, /) -> Self: ...
     @overload
-    def __init__(
-        self: ThreadSafeDict[str, _V],
-        arg: Mapping[str, _V] | Iterable[tuple[str, _V]],
+    def __new__(
+        cls: type[ThreadSafeDict[str, _V]],
+        arg: Mapping[str, _V] | Iterable[tuple[str, _V]] | None,
         /,
         **kwargs: _V,
-    ) -> None: ...
+    ) -> ThreadSafeDict[str, _V]: ...
     def local(self) -> ThreadSafeDict[_K, _V]:
         """A per-thread view sharing this dict's table."""
     def __getitem__(self, key: _K, /) -> _V: ...
@@ -254,20 +284,22 @@ class ThreadSafeDict(Generic[_K, _V]):
         """Iterate over a snapshot of the keys taken now."""
     def __reversed__(self) -> Iterator[_K]: ...
     @overload
-    def get(self, key: _K, default: None = None, /) -> _V | None: ...
+    def get(self, key: _K, default: None = None) -> _V | None: ...
     @overload
-    def get(self, key: _K, default: _V | _T, /) -> _V | _T: ...
-    def setdefault(self, key: _K, default: _V = ..., /) -> _V:
+    def get(self, key: _K, default: _V | _T) -> _V | _T: ...
+    def setdefault(self, key: _K, default: _V = ...) -> _V:
         """Insert ``key`` with ``default`` if absent, atomically; return the stored value."""
     @overload
-    def pop(self, key: _K, /) -> _V: ...
+    def pop(self, key: _K) -> _V: ...
     @overload
-    def pop(self, key: _K, default: _V | _T, /) -> _V | _T: ...
+    def pop(self, key: _K, default: _V | _T) -> _V | _T: ...
     def popitem(self) -> tuple[_K, _V]:
         """Remove and return the most recently inserted pair (O(n))."""
-    def update(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] = ..., /, **kwargs: _V) -> None:
+    def update(
+        self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] | None = None, /, **kwargs: _V
+    ) -> None:
         """Like ``dict.update``, but all-or-nothing and never seen half-applied."""
-    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None:
+    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]]) -> None:
         """Apply every pair atomically."""
     def clear(self) -> None: ...
     def copy(self) -> ThreadSafeDict[_K, _V]:
@@ -282,49 +314,52 @@ class ThreadSafeDict(Generic[_K, _V]):
     def items(self) -> ItemsView[_K, _V]:
         """The items of a snapshot taken now."""
     @classmethod
-    def fromkeys(cls, iterable: Iterable[_T], value: Any = None, /) -> ThreadSafeDict[_T, Any]: ...
-    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
+    def fromkeys(cls, iterable: Iterable[_T], value: Any = None) -> ThreadSafeDict[_T, Any]: ...
+    def __class_getitem__(cls, item: Any) -> GenericAlias: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
     def __or__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
     def __ror__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
-    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...
+    # Narrower than __or__ on purpose, as typeshed's dict.__ior__: in place, the key and value
+    # types cannot widen.
+    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...  # type: ignore[misc]
     def __reduce__(self) -> tuple[Any, ...]: ...
     def get_or_insert_with(
-        self, key: _K, factory: Callable[[], _V], /, *, timeout: float | None = None
+        self, key: _K, factory: Callable[[], _V], *, timeout: float | None = None
     ) -> _V:
         """Return ``key``'s value, inserting ``factory()`` first if absent.
 
         ``factory`` runs with no lock held, once per successful insert: concurrent callers for
         the same key wait (``LockTimeoutError`` after ``timeout`` seconds) and get the same value.
         """
-    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel], /) -> _V | None:
+    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel]) -> _V | None:
         """Store ``fn(value)`` (``fn(MISSING)`` when absent) atomically; ``DELETE`` removes the key.
 
         ``fn`` runs with no lock held and reruns if the entry changed meanwhile. Returns the new
         value, or None when the key was deleted.
         """
     def update_value(
-        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ..., /
+        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel | None = None
     ) -> _V | None:
-        """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default)."""
-    def compare_and_set(self, key: _K, expected: object, new: _V, /) -> bool:
+        """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default; a
+        ``None`` default counts as none)."""
+    def compare_and_set(self, key: _K, expected: object, new: _V) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (identity, or C-level equality of
         int/float/str/bytes/bool/None/tuples of those; never a Python ``__eq__``)."""
-    def pop_if(self, key: _K, expected: object, /) -> bool:
+    def pop_if(self, key: _K, expected: object) -> bool:
         """Remove ``key`` if its value is ``expected`` (same rule as ``compare_and_set``)."""
-    def swap(self, key: _K, value: _V, default: Any = None, /) -> Any:
+    def swap(self, key: _K, value: _V, default: Any = None) -> Any:
         """Store ``value``; return the previous value (``default`` if absent)."""
-    def increment(self, key: _K, delta: Any = 1, default: Any = 0, /) -> Any:
-        """Add ``delta`` to the value (``default`` when absent) atomically; return the result."""
+    def increment(self, key: _K, delta: Any = None, default: Any = None) -> Any:
+        """Add ``delta`` (None: 1) to the value (``default`` when absent, None: 0) atomically;
+        return the result."""
     @property
     def compute_retries(self) -> int:
         """How many times an optimistic operation reran its function."""
 
 # --- ThreadSafeState ------------------------------------------------------------------------------
 
-_T = _TypeVar("_T")
 _D = _TypeVar("_D")
 _R = _TypeVar("_R")
 
@@ -406,7 +441,7 @@ class StateSubscription:
     @property
     def closed(self) -> bool: ...
     def __enter__(self) -> Self: ...
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, _a: object, _b: object, _c: object) -> None: ...
 
 @final
 class ThreadSafeState(_Generic[_T]):
@@ -420,13 +455,13 @@ class ThreadSafeState(_Generic[_T]):
     and read), ``"deepcopy"`` (every value deep-copied on write and read) or ``"reference"``
     (values stored as given: they must not be mutated)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         initial_state: _Mapping[str, _T] | Any | None = None,
         *,
         max_history: int = 1000,
         isolation: _Literal["freeze", "deepcopy", "reference"] = "freeze",
-    ) -> None: ...
+    ) -> Self: ...
     def local(self) -> ThreadSafeState[_T]:
         """A per-thread view sharing this state."""
     @_overload
@@ -497,4 +532,4 @@ class ThreadSafeState(_Generic[_T]):
         thread; an exception goes to ``sys.unraisablehook``."""
     def diff(self, from_version: int, to_version: int) -> dict[str, tuple[Any, Any]]:
         """``{key: (old, new)}`` for each key that differs (a missing side is None)."""
-    def __class_getitem__(cls, item: Any) -> Any: ...
+    def __class_getitem__(cls, _item: Any) -> Any: ...

@@ -37,7 +37,7 @@ else:  # pragma: no cover - 3.10
             self.exceptions = tuple(exceptions)
 
 
-class ConcurrentFailure(_GroupBase):  # type: ignore[misc,valid-type]
+class ConcurrentFailure(_GroupBase):  # type: ignore[misc]
     """One or more worker threads raised; ``.exceptions`` holds them, each noted with its thread."""
 
     def derive(self, excs: Sequence[Exception]) -> ConcurrentFailure:  # keeps the type on split()

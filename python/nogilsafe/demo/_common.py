@@ -250,7 +250,7 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         async def main() -> float:
             self.loop = asyncio.get_running_loop()
-            self.task = asyncio.current_task()  # type: ignore[assignment]
+            self.task = asyncio.current_task()
             self.ready.set()
             return await self.league.watch(self.total)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from nogilsafe import (
@@ -101,11 +102,9 @@ class NogilsafeLeague:
         """Each worker thread registers its share of players and referees, all at once."""
         registry = self.registry.local()
         for pid in range(worker, self.cfg.players, workers):
-            registry.get_or_insert_with(f"player:{pid}", lambda pid=pid: {"name": player_name(pid)})
+            registry.get_or_insert_with(f"player:{pid}", partial(dict, name=player_name(pid)))
         for rid in range(worker, self.cfg.referees, workers):
-            registry.get_or_insert_with(
-                f"referee:{rid}", lambda rid=rid: {"name": referee_name(rid)}
-            )
+            registry.get_or_insert_with(f"referee:{rid}", partial(dict, name=referee_name(rid)))
 
     def thread_context(self) -> _ThreadViews:
         return _ThreadViews(
