@@ -15,9 +15,11 @@
 //!   operation then re-locks and commits only if the part of the list it examined is still the
 //!   same objects at the same positions ("prefix validation"); elements appended meanwhile are
 //!   examined in the next round (`scan`). After `OPTIMISTIC_ROUNDS` failed validations the
-//!   operation claims the list for itself: other threads' writes wait at the list's writer gate
-//!   until it commits (readers never wait), so it finishes whatever the contention (`storage`).
-//!   Only `sort` is not promoted — it may give up after `MAX_SORT_ATTEMPTS` (`sort`).
+//!   operation holds the list: other threads' writes wait at the list's writer gate until it
+//!   commits (readers never wait), with a patience that doubles each time it proves too short,
+//!   so the operation finishes whatever the contention and a holder's Python code that waits
+//!   for a writer cannot deadlock with it (`storage::Exclusive`). Only `sort` is never promoted:
+//!   it may give up after `MAX_SORT_ATTEMPTS` (`sort`).
 //! * Python code run by a *mutating* operation (in a `sync::CallbackScope`) that tries to mutate
 //!   the same list gets `ReentrancyError` (a sort's gets `ValueError`, as `list.sort` raises): it
 //!   would invalidate the operation's own commit forever. Read-only operations (`in`, `index`,

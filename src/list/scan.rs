@@ -3,6 +3,8 @@
 //! once: examine without Python code under the lock as far as possible, run the Python code
 //! outside it, commit only if what was examined is unchanged, and after `OPTIMISTIC_ROUNDS`
 //! failed validations hold the list (`storage::Exclusive`) so the next round commits.
+use std::time::Instant;
+
 use pyo3::prelude::*;
 
 use super::args::{out_of_range, position};
@@ -103,6 +105,7 @@ impl ListCore {
                 Round::Slow(tail) => tail,
             };
             let mut tail = tail.into_vec().into_iter();
+            let started = Instant::now();
             let examined_all = sync::in_callback(me, || -> PyResult<()> {
                 for item in tail.by_ref() {
                     let step = scan.slow(item.bind(py));
@@ -114,6 +117,7 @@ impl ListCore {
                 }
                 Ok(())
             });
+            hold.round_took(started);
             garbage.extend(tail);
             examined_all?;
             py.check_signals()?;
@@ -155,7 +159,9 @@ impl ListCore {
                 Ok(current) => current,
                 Err(out) => return Ok(out),
             };
+            let started = Instant::now();
             let decision = sync::in_callback(me, || slow(current.bind(py)));
+            hold.round_took(started);
             let (new, out) = match decision {
                 Ok(Decision::Replace(new, out)) => (new, out),
                 Ok(Decision::Keep(out)) => {

@@ -3,6 +3,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use pyo3::prelude::*;
@@ -96,7 +97,18 @@ pub struct ListCore {
     exclusive: AtomicU64,
     gate: Mutex<()>,
     gate_open: Condvar,
+    /// How long (µs) a writer waits at the closed gate before writing anyway: set by the holder
+    /// when it claims the list (see `Exclusive`).
+    patience_us: AtomicU64,
 }
+
+/// The least a writer waits at a closed gate before writing anyway: far longer than a normal
+/// compound operation's Python code runs (thousands of `__eq__` calls).
+const MIN_PATIENCE: Duration = Duration::from_millis(20);
+const MAX_PATIENCE: Duration = Duration::from_secs(10);
+/// A writer's patience is this many times the longest optimistic round of the holder: its held
+/// round examines no more than that, so it commits first.
+const PATIENCE_FACTOR: u32 = 4;
 
 thread_local! {
     /// How many lists this thread's compound operations hold exclusively (see `gate_closed`).
@@ -111,6 +123,7 @@ impl ListCore {
             exclusive: AtomicU64::new(0),
             gate: Mutex::new(()),
             gate_open: Condvar::new(),
+            patience_us: AtomicU64::new(0),
         }
     }
 
@@ -119,17 +132,18 @@ impl ListCore {
     }
 
     /// Run `f` with the write lock held, once no other thread's compound operation holds the
-    /// list (waiting detached until then); what `f` buries is released after the lock. `Err`
-    /// only if a signal handler raised while waiting at the gate.
+    /// list (waiting detached until then, or until the patience runs out); what `f` buries is
+    /// released after the lock. `Err` only if a signal handler raised while waiting.
     pub(super) fn write<'py, G: Buried, R>(
         &self,
         py: Python<'py>,
         f: impl FnOnce(&mut ListState, &mut Graveyard<'py, G>) -> R,
     ) -> PyResult<R> {
         let mut f = Some(f);
+        let mut impatient = false;
         loop {
             let done = sync::with_write(py, &self.state, |state, grave| {
-                if self.gate_closed() {
+                if !impatient && self.gate_closed() {
                     return None;
                 }
                 let f = f
@@ -139,7 +153,7 @@ impl ListCore {
             });
             match done {
                 Some(r) => return Ok(r),
-                None => self.wait_at_gate(py)?,
+                None => impatient = !self.wait_at_gate(py)?,
             }
         }
     }
@@ -154,13 +168,16 @@ impl ListCore {
         holder != 0 && holder != sync::thread_id() && HOLDING.with(Cell::get) == 0
     }
 
-    fn wait_at_gate(&self, py: Python<'_>) -> PyResult<()> {
+    /// Wait until the gate opens (true) or the patience runs out (false).
+    fn wait_at_gate(&self, py: Python<'_>) -> PyResult<bool> {
         let me = sync::thread_id();
-        sync::wait_for(py, &self.gate, &self.gate_open, None, |_| {
+        let patience = Duration::from_micros(self.patience_us.load(Ordering::Relaxed));
+        let deadline = Instant::now().checked_add(patience);
+        let opened = sync::wait_for(py, &self.gate, &self.gate_open, deadline, |_| {
             let holder = self.exclusive.load(Ordering::SeqCst);
             (holder == 0 || holder == me).then_some(())
         })?;
-        Ok(())
+        Ok(opened.is_some())
     }
 
     pub(super) fn len(&self, py: Python<'_>) -> usize {
@@ -206,13 +223,23 @@ impl Drop for ListCore {
 }
 
 /// A compound operation's hold on its list: while held, other threads' writes wait at the gate
-/// (`ListCore::write`), so the operation's next validation succeeds. Claimed and normally let go
-/// with the write lock held (so the release happens before the graveyard runs `__del__`s that
-/// may wait for a thread waiting at the gate); dropping it lets go too (an error path).
+/// (`ListCore::write`), so the operation's next validation succeeds. Writers wait with a
+/// patience of `PATIENCE_FACTOR` times the longest optimistic round the holder ran (at least
+/// `MIN_PATIENCE`), then write anyway: the held round, which examines no more than those, commits
+/// first — and a holder whose own Python code waits for a waiting writer (an `__eq__` taking a
+/// user lock that the writer holds while it writes) delays that writer instead of deadlocking
+/// with it. Wall time of *optimistic* rounds only: a held round may include such a wait, and
+/// measuring it would let the patience grow without bound.
+///
+/// Claimed and normally let go with the write lock held (so the release happens before the
+/// graveyard runs `__del__`s that may wait for a thread waiting at the gate); dropping it lets
+/// go too (an error path).
 pub(super) struct Exclusive<'a, 'py> {
     core: &'a ListCore,
     py: Python<'py>,
     held: bool,
+    /// The longest Python-code phase of the optimistic rounds so far.
+    longest_round: Duration,
 }
 
 impl<'a, 'py> Exclusive<'a, 'py> {
@@ -221,6 +248,14 @@ impl<'a, 'py> Exclusive<'a, 'py> {
             core,
             py,
             held: false,
+            longest_round: Duration::ZERO,
+        }
+    }
+
+    /// Record how long a round's Python code ran (`Instant` when it started).
+    pub fn round_took(&mut self, started: Instant) {
+        if !self.held {
+            self.longest_round = self.longest_round.max(started.elapsed());
         }
     }
 
@@ -237,6 +272,10 @@ impl<'a, 'py> Exclusive<'a, 'py> {
                 .is_ok();
             if self.held {
                 HOLDING.with(|h| h.set(h.get() + 1));
+                let patience =
+                    (self.longest_round * PATIENCE_FACTOR).clamp(MIN_PATIENCE, MAX_PATIENCE);
+                let micros = u64::try_from(patience.as_micros()).unwrap_or(u64::MAX);
+                self.core.patience_us.store(micros, Ordering::Relaxed);
             }
         }
         self.held
