@@ -14,7 +14,8 @@ use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::args::{
     adjust, arg_isize, clamped_index, collect_for_extended, collect_for_slice, collect_items,
-    insertion_point, out_of_range, position, repeat_count, slice_positions, to_index, Index,
+    collect_like_list, insertion_point, out_of_range, position, repeat_count, slice_positions,
+    to_index, Index,
 };
 use super::scan::{AddAbsent, Decision, RemoveFirst, RemoveIf};
 use super::search::{eq_nopy, eq_py};
@@ -101,7 +102,7 @@ impl ThreadSafeList {
                     // list.__init__ empties the list before reading the iterable: a list
                     // initialised from itself ends up empty.
                     Ok(other) if Arc::ptr_eq(&other.get().core, &self.core) => Refs::default(),
-                    _ => collect_items(&it)?,
+                    _ => collect_like_list(&it)?,
                 }
             }
             n => {

@@ -3,7 +3,7 @@
 //! iterator) runs through `pycall`. Sizes and indices from the user only reach arithmetic that
 //! cannot overflow, and never size an allocation by themselves (`__length_hint__` is left to
 //! `list`, which turns an absurd one into `MemoryError`).
-use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::exceptions::{PyIndexError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -42,15 +42,35 @@ fn fetch_if_set(py: Python<'_>) -> PyResult<()> {
     }
 }
 
-/// An `int` as a C ssize_t: `overflow` is the exception type for values out of range (with
-/// `PyNumber_AsSsize_t`'s message), or null to clamp them.
-fn int_to_isize(int: &Bound<'_, PyAny>, overflow: *mut ffi::PyObject) -> PyResult<isize> {
-    // SAFETY: `int` is a live `int` (as_int), so no `__index__` runs; errors are fetched below.
-    let i = unsafe { ffi::PyNumber_AsSsize_t(int.as_ptr(), overflow) };
-    if i == -1 {
-        fetch_if_set(int.py())?;
+/// `PyNumber_AsSsize_t(orig, overflow)` for `int`, `orig`'s `__index__()` (no Python code
+/// runs here): values out of range are clamped if `overflow` is `None`, else raise it with
+/// `PyNumber_AsSsize_t`'s message, which names `orig`'s type.
+fn int_to_isize(
+    orig: &Bound<'_, PyAny>,
+    int: &Bound<'_, PyAny>,
+    overflow: Option<fn(String) -> PyErr>,
+) -> PyResult<isize> {
+    let py = int.py();
+    // SAFETY: `int` is a live int (as_int), so no `__index__` runs and out-of-range values are
+    // clamped, not errors.
+    let clamped = unsafe { ffi::PyNumber_AsSsize_t(int.as_ptr(), std::ptr::null_mut()) };
+    if clamped == -1 {
+        fetch_if_set(py)?;
     }
-    Ok(i)
+    let Some(overflow) = overflow else {
+        return Ok(clamped);
+    };
+    if clamped == isize::MIN || clamped == isize::MAX {
+        // SAFETY: as above; an error here can only be the overflow, taken below.
+        let exact = unsafe { ffi::PyLong_AsSsize_t(int.as_ptr()) };
+        if exact == -1 && PyErr::take(py).is_some() {
+            return Err(overflow(format!(
+                "cannot fit '{}' into an index-sized integer",
+                orig.get_type().name()?
+            )));
+        }
+    }
+    Ok(clamped)
 }
 
 /// Convert a subscript like `list` does.
@@ -67,9 +87,8 @@ pub(super) fn to_index(obj: &Bound<'_, PyAny>) -> PyResult<Index> {
         return Ok(Index::Slice(a, b, c));
     }
     if has_index(obj) {
-        // SAFETY: reads the static exception type object.
-        let overflow = unsafe { ffi::PyExc_IndexError };
-        return Ok(Index::At(int_to_isize(&as_int(obj)?, overflow)?));
+        let i = int_to_isize(obj, &as_int(obj)?, Some(PyIndexError::new_err))?;
+        return Ok(Index::At(i));
     }
     Err(PyTypeError::new_err(format!(
         "list indices must be integers or slices, not {}",
@@ -112,7 +131,7 @@ pub(super) fn clamped_index(obj: Option<&Bound<'_, PyAny>>, default: isize) -> P
             "slice indices must be integers or have an __index__ method",
         ));
     }
-    int_to_isize(&as_int(obj)?, std::ptr::null_mut())
+    int_to_isize(obj, &as_int(obj)?, None)
 }
 
 /// An integer argument the way argument clinic converts it for `list` (`__index__`, then a C
@@ -134,9 +153,7 @@ pub(super) fn repeat_count(n: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
     if !has_index(n) {
         return Ok(None);
     }
-    // SAFETY: reads the static exception type object.
-    let overflow = unsafe { ffi::PyExc_OverflowError };
-    let v = int_to_isize(&as_int(n)?, overflow)?;
+    let v = int_to_isize(n, &as_int(n)?, Some(PyOverflowError::new_err))?;
     Ok(Some(v.max(0).unsigned_abs()))
 }
 
@@ -191,12 +208,22 @@ fn builtin<'py>(
         .bind(py))
 }
 
-/// The elements of any iterable, collected before any lock is taken. A `ThreadSafeList` gives a
-/// snapshot, a list or tuple its items (reference increments only; exact types only, as `list`
-/// honours a subclass's `__iter__`); anything else is turned into a list by `list()` itself,
-/// through `pycall`: the user's iterator and `__length_hint__` run exit-safe, at C speed, with
-/// `list`'s exceptions.
+/// The elements of any iterable, collected before any lock is taken, as `list.extend` takes
+/// them. A `ThreadSafeList` gives a snapshot, a list or tuple its items (reference increments
+/// only; exact types only, as `list` honours a subclass's `__iter__`); anything else goes
+/// through `list.extend` itself, by `pycall`: the user's iterator and `__length_hint__` run
+/// exit-safe, at C speed, with `list`'s exceptions.
 pub(super) fn collect_items(obj: &Bound<'_, PyAny>) -> PyResult<Refs> {
+    collect(obj, false)
+}
+
+/// The same, as `list(iterable)` takes them: `list.__init__` believes the *iterable's* length
+/// hint where `list.extend` asks its iterator, so an absurd hint is a `MemoryError` here.
+pub(super) fn collect_like_list(obj: &Bound<'_, PyAny>) -> PyResult<Refs> {
+    collect(obj, true)
+}
+
+fn collect(obj: &Bound<'_, PyAny>, like_constructor: bool) -> PyResult<Refs> {
     let py = obj.py();
     if let Ok(other) = obj.cast_exact::<ThreadSafeList>() {
         return Ok(other.get().core.snapshot(py));
@@ -206,7 +233,14 @@ pub(super) fn collect_items(obj: &Bound<'_, PyAny>) -> PyResult<Refs> {
     }
     let list = match obj.cast_exact::<PyList>() {
         Ok(l) => l.clone(),
-        Err(_) => pycall::call1(&py.get_type::<PyList>(), obj)?.cast_into::<PyList>()?,
+        Err(_) if like_constructor => {
+            pycall::call1(&py.get_type::<PyList>(), obj)?.cast_into::<PyList>()?
+        }
+        Err(_) => {
+            let list = PyList::empty(py);
+            pycall::call1(&list.getattr("extend")?, obj)?;
+            list
+        }
     };
     Ok(list.iter().map(Bound::unbind).collect::<Vec<_>>().into())
 }
