@@ -25,6 +25,12 @@ class SlowDel:
     def __del__(self):
         time.sleep(0.0005)
 
+class SlowEq:
+    def __eq__(self, other):
+        time.sleep(0.0005)
+        return False
+    __hash__ = object.__hash__
+
 def start(work, n=4):
     for _ in range(n):
         threading.Thread(target=work, daemon=True).start()
@@ -113,11 +119,6 @@ SCENARIOS = {
         start(work)
     """,
     "list.remove __eq__, contended": """
-        class SlowEq:
-            def __eq__(self, other):
-                time.sleep(0.0005)
-                return False
-            __hash__ = object.__hash__
         lst = ns.ThreadSafeList([SlowEq() for _ in range(10)])
         def work():
             me = threading.get_ident()
@@ -128,11 +129,6 @@ SCENARIOS = {
         start(work)
     """,
     "list.index/count/in __eq__": """
-        class SlowEq:
-            def __eq__(self, other):
-                time.sleep(0.0005)
-                return False
-            __hash__ = object.__hash__
         lst = ns.ThreadSafeList([SlowEq() for _ in range(10)] + [1])
         def work():
             while True:
@@ -142,11 +138,6 @@ SCENARIOS = {
         start(work)
     """,
     "list.append_if_absent/extend_if_absent __eq__": """
-        class SlowEq:
-            def __eq__(self, other):
-                time.sleep(0.0005)
-                return False
-            __hash__ = object.__hash__
         lst = ns.ThreadSafeList([SlowEq() for _ in range(10)] + [1])
         def work():
             while True:
