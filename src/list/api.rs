@@ -436,11 +436,13 @@ impl ThreadSafeList {
     ) -> PyResult<()> {
         self.check()?;
         match to_index(index)? {
-            Index::At(i) => self.core.write::<Refs, _>(py, |state, grave| {
+            Index::At(i) => self.core.write::<Py<PyAny>, _>(py, |state, grave| {
                 let i = position(i, state.items.len())
                     .ok_or_else(|| out_of_range("list assignment index out of range"))?;
-                let old = std::mem::replace(&mut state.items[i], value.clone().unbind());
-                grave.push(Refs::from(vec![old]));
+                grave.push(std::mem::replace(
+                    &mut state.items[i],
+                    value.clone().unbind(),
+                ));
                 state.changed();
                 Ok(())
             })?,

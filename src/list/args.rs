@@ -76,6 +76,16 @@ fn int_to_isize(
 /// Convert a subscript like `list` does.
 pub(super) fn to_index(obj: &Bound<'_, PyAny>) -> PyResult<Index> {
     let py = obj.py();
+    if obj.is_instance_of::<PyInt>() {
+        // The common case, without a new reference: an int runs no Python code, and the
+        // overflow message names its own type.
+        // SAFETY: a live int; reads the static exception type; errors are fetched below.
+        let i = unsafe { ffi::PyNumber_AsSsize_t(obj.as_ptr(), ffi::PyExc_IndexError) };
+        if i == -1 {
+            fetch_if_set(py)?;
+        }
+        return Ok(Index::At(i));
+    }
     if let Ok(s) = obj.cast::<PySlice>() {
         let s = int_slice(s)?;
         let (mut a, mut b, mut c) = (0isize, 0isize, 0isize);
@@ -138,7 +148,13 @@ pub(super) fn clamped_index(obj: Option<&Bound<'_, PyAny>>, default: isize) -> P
 /// ssize_t: `OverflowError` out of range), with list's messages (PyO3's would name the
 /// argument).
 pub(super) fn arg_isize(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
-    let int = as_int(obj)?;
+    let converted;
+    let int = if obj.is_instance_of::<PyInt>() {
+        obj
+    } else {
+        converted = as_int(obj)?;
+        &converted
+    };
     // SAFETY: `int` is a live int; errors are fetched below.
     let i = unsafe { ffi::PyLong_AsSsize_t(int.as_ptr()) };
     if i == -1 {
