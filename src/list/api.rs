@@ -37,9 +37,13 @@ crate::shared::shared_core!(ThreadSafeList, ListCore);
 impl ThreadSafeList {
     /// `ReentrancyError` if this thread is running Python code for an operation on this list
     /// (noted for a sort, which then raises "list modified during sort").
+    #[inline]
     fn check(&self) -> PyResult<()> {
-        sync::check_reentry(self.core_ptr(), "ThreadSafeList")
-            .inspect_err(|_| sort::note_refused_modification(self.core_ptr()))
+        let r = sync::check_reentry(self.core_ptr(), "ThreadSafeList");
+        if r.is_err() {
+            sort::note_refused_modification(self.core_ptr());
+        }
+        r
     }
 
     /// A new owner of a new core: what copies, slices, `+` and `*` return (the base class, as
@@ -112,7 +116,7 @@ impl ThreadSafeList {
             }
         };
         self.check()?;
-        self.core.write::<Refs, _>(py, |state, grave| {
+        self.core.write_removing::<Refs, _>(py, |state, grave| {
             let old = std::mem::replace(&mut state.items, items.into_vec().into());
             grave.push(Refs::from(Vec::from(old)));
             state.changed();
@@ -138,7 +142,7 @@ impl ThreadSafeList {
     #[pyo3(signature = (object, /))]
     fn append(&self, py: Python<'_>, object: Py<PyAny>) -> PyResult<()> {
         self.check()?;
-        self.core.write::<Refs, _>(py, |state, _| {
+        self.core.write(py, |state| {
             state.items.push_back(object);
             state.changed();
         })
@@ -151,7 +155,7 @@ impl ThreadSafeList {
         if items.is_empty() {
             return Ok(());
         }
-        self.core.write::<Refs, _>(py, |state, _| {
+        self.core.write(py, |state| {
             state.items.extend(items.into_vec());
             state.changed();
         })
@@ -161,7 +165,7 @@ impl ThreadSafeList {
     fn insert(&self, py: Python<'_>, index: &Bound<'_, PyAny>, object: Py<PyAny>) -> PyResult<()> {
         let index = arg_isize(index)?;
         self.check()?;
-        self.core.write::<Refs, _>(py, |state, _| {
+        self.core.write(py, |state| {
             let i = insertion_point(index, state.items.len());
             state.items.insert(i, object);
             state.changed();
@@ -172,7 +176,7 @@ impl ThreadSafeList {
     fn pop(&self, py: Python<'_>, index: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let index = index.map(arg_isize).transpose()?.unwrap_or(-1);
         self.check()?;
-        self.core.write::<Refs, _>(py, |state, _| {
+        self.core.write(py, |state| {
             if state.items.is_empty() {
                 return Err(out_of_range("pop from empty list"));
             }
@@ -195,7 +199,7 @@ impl ThreadSafeList {
     ) -> PyResult<Py<PyAny>> {
         let index = index.map(arg_isize).transpose()?.unwrap_or(-1);
         self.check()?;
-        let popped = self.core.write::<Refs, _>(py, |state, _| {
+        let popped = self.core.write(py, |state| {
             let item = position(index, state.items.len()).and_then(|i| state.items.remove(i));
             if item.is_some() {
                 state.changed();
@@ -217,7 +221,7 @@ impl ThreadSafeList {
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
         self.check()?;
-        self.core.write::<Refs, _>(py, |state, grave| {
+        self.core.write_removing::<Refs, _>(py, |state, grave| {
             state.changed();
             grave.push(Refs::from(Vec::from(std::mem::take(&mut state.items))));
         })
@@ -253,7 +257,7 @@ impl ThreadSafeList {
 
     fn reverse(&self, py: Python<'_>) -> PyResult<()> {
         self.check()?;
-        self.core.write::<Refs, _>(py, |state, _| {
+        self.core.write(py, |state| {
             state.items.make_contiguous().reverse();
             state.changed();
         })
@@ -291,7 +295,7 @@ impl ThreadSafeList {
     /// Take every element out atomically; returns them as a builtin list.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         self.check()?;
-        let items = self.core.write::<Refs, _>(py, |state, _| {
+        let items = self.core.write(py, |state| {
             state.changed();
             std::mem::take(&mut state.items)
         })?;
@@ -436,23 +440,25 @@ impl ThreadSafeList {
     ) -> PyResult<()> {
         self.check()?;
         match to_index(index)? {
-            Index::At(i) => self.core.write::<Py<PyAny>, _>(py, |state, grave| {
-                let i = position(i, state.items.len())
-                    .ok_or_else(|| out_of_range("list assignment index out of range"))?;
-                grave.push(std::mem::replace(
-                    &mut state.items[i],
-                    value.clone().unbind(),
-                ));
-                state.changed();
-                Ok(())
-            })?,
+            Index::At(i) => self
+                .core
+                .write_removing::<Py<PyAny>, _>(py, |state, grave| {
+                    let i = position(i, state.items.len())
+                        .ok_or_else(|| out_of_range("list assignment index out of range"))?;
+                    grave.push(std::mem::replace(
+                        &mut state.items[i],
+                        value.clone().unbind(),
+                    ));
+                    state.changed();
+                    Ok(())
+                })?,
             Index::Slice(start, stop, step) => {
                 let new = if step == 1 {
                     collect_for_slice(value)?
                 } else {
                     collect_for_extended(value)?
                 };
-                self.core.write::<Refs, _>(py, |state, grave| {
+                self.core.write_removing::<Refs, _>(py, |state, grave| {
                     let (start, stop, n) = adjust(state.items.len(), start, stop, step);
                     if step == 1 {
                         let (lo, hi) = (start as usize, stop.max(start) as usize);
@@ -487,7 +493,7 @@ impl ThreadSafeList {
     fn __delitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check()?;
         let index = to_index(index)?;
-        self.core.write::<Refs, _>(py, |state, grave| {
+        self.core.write_removing::<Refs, _>(py, |state, grave| {
             let len = state.items.len();
             match index {
                 Index::At(i) => {
@@ -591,7 +597,7 @@ impl ThreadSafeList {
                 n.get_type().name()?
             )));
         };
-        self.core.write::<Refs, _>(py, |state, grave| {
+        self.core.write_removing::<Refs, _>(py, |state, grave| {
             let len = state.items.len();
             if n == 0 {
                 grave.push(Refs::from(Vec::from(std::mem::take(&mut state.items))));

@@ -69,7 +69,7 @@ impl ListCore {
         let mut stopped = false;
         let mut failures = 0;
         loop {
-            let round = self.write::<Refs, _>(py, |state, grave| {
+            let round = self.write_removing::<Refs, _>(py, |state, grave| {
                 if !starts_with(&state.items, &examined) {
                     garbage.append(&mut examined);
                     stopped = false;
@@ -140,7 +140,7 @@ impl ListCore {
         let mut hold = Exclusive::new(py, self);
         let mut failures = 0;
         loop {
-            let read = self.write::<Py<PyAny>, _>(py, |state, grave| {
+            let read = self.write_removing::<Py<PyAny>, _>(py, |state, grave| {
                 if failures >= OPTIMISTIC_ROUNDS {
                     hold.claim();
                 }
@@ -174,7 +174,7 @@ impl ListCore {
                 }
             };
             let mut new = Some(new);
-            let committed = self.write::<Py<PyAny>, _>(py, |state, grave| {
+            let committed = self.write_removing::<Py<PyAny>, _>(py, |state, grave| {
                 let i =
                     position(index, state.items.len()).filter(|&i| state.items[i].is(&current))?;
                 let new = new.take().expect("taken once: this closure runs once");

@@ -126,7 +126,7 @@ impl ListCore {
             // Owned by this call only: reading it runs no Python code.
             let mut sorted = Refs::from(tmp.iter().map(Bound::unbind).collect::<Vec<_>>());
             drop(tmp);
-            let committed = self.write::<Refs, _>(py, |state, grave| {
+            let committed = self.write_removing::<Refs, _>(py, |state, grave| {
                 if state.version != version || state.items.len() != sorted.len() {
                     return false;
                 }
@@ -148,7 +148,7 @@ impl ListCore {
     /// The no-Python-code sort: true if it applied (all exact ints fitting i64, or all exact
     /// strs).
     fn sort_in_place(&self, py: Python<'_>, reverse: bool) -> PyResult<bool> {
-        self.write::<Py<PyAny>, _>(py, |state, _grave| {
+        self.write(py, |state| {
             let items = state.items.make_contiguous();
             let mut order: Vec<usize> = (0..items.len()).collect();
             if items

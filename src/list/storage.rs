@@ -69,9 +69,10 @@ impl Buried for Refs {
 ///   and `key::fast_eq`, which cannot call back. No object the collector tracks is allocated
 ///   under it (an allocation can start a collection, which runs arbitrary finalizers).
 /// - No `Py` whose reference may be the last is dropped under it: elements leaving the list go
-///   to the critical section's `Graveyard` (`ListCore::write`), released after the guard.
-/// - Writers take it only through `ListCore::write` (which honours the writer gate), readers
-///   through `ListCore::read`; `__traverse__` and `__clear__` only `try_` it.
+///   to the critical section's `Graveyard` (`ListCore::write_removing`), released after the
+///   guard.
+/// - Writers take it only through `ListCore::write` / `write_removing` (which honour the writer
+///   gate), readers through `ListCore::read`; `__traverse__` and `__clear__` only `try_` it.
 #[derive(Default)]
 pub(super) struct ListState {
     pub items: VecDeque<Py<PyAny>>,
@@ -132,9 +133,29 @@ impl ListCore {
     }
 
     /// Run `f` with the write lock held, once no other thread's compound operation holds the
-    /// list (waiting detached until then, or until the patience runs out); what `f` buries is
-    /// released after the lock. `Err` only if a signal handler raised while waiting.
-    pub(super) fn write<'py, G: Buried, R>(
+    /// list (waiting detached until then, or until the patience runs out). For writes that
+    /// remove nothing; `write_removing` for the others. `Err` only if a signal handler raised
+    /// while waiting.
+    #[inline]
+    pub(super) fn write<R>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut ListState) -> R,
+    ) -> PyResult<R> {
+        let mut impatient = false;
+        loop {
+            let mut g = sync::write(py, &self.state);
+            if impatient || !self.gate_closed() {
+                return Ok(f(&mut g));
+            }
+            drop(g);
+            impatient = !self.wait_at_gate(py)?;
+        }
+    }
+
+    /// `write` for a critical section that removes elements: it buries them in `grave`, which
+    /// releases them after the lock (`sync::with_write`).
+    pub(super) fn write_removing<'py, G: Buried, R>(
         &self,
         py: Python<'py>,
         f: impl FnOnce(&mut ListState, &mut Graveyard<'py, G>) -> R,
