@@ -293,3 +293,28 @@ pub(super) fn collect_for_slice(obj: &Bound<'_, PyAny>) -> PyResult<Refs> {
     pycall::call(&set, (PySlice::new(py, 0, 0, 1), obj))?;
     Ok(tmp.iter().map(Bound::unbind).collect::<Vec<_>>().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_follow_list_rules() {
+        assert_eq!(position(0, 3), Some(0));
+        assert_eq!(position(-1, 3), Some(2));
+        assert_eq!(position(-3, 3), Some(0));
+        assert_eq!(position(-4, 3), None);
+        assert_eq!(position(3, 3), None);
+        assert_eq!(position(0, 0), None);
+        assert_eq!(position(isize::MIN, 3), None);
+        assert_eq!(position(isize::MAX, 3), None);
+    }
+
+    #[test]
+    fn insertion_points_clamp_like_list_insert() {
+        assert_eq!(insertion_point(-1, 3), 2);
+        assert_eq!(insertion_point(isize::MIN, 3), 0);
+        assert_eq!(insertion_point(isize::MAX, 3), 3);
+        assert_eq!(insertion_point(1, 0), 0);
+    }
+}
