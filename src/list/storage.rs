@@ -293,8 +293,10 @@ impl<'a, 'py> Exclusive<'a, 'py> {
                 .is_ok();
             if self.held {
                 HOLDING.with(|h| h.set(h.get() + 1));
-                let patience =
-                    (self.longest_round * PATIENCE_FACTOR).clamp(MIN_PATIENCE, MAX_PATIENCE);
+                let patience = self
+                    .longest_round
+                    .saturating_mul(PATIENCE_FACTOR)
+                    .clamp(MIN_PATIENCE, MAX_PATIENCE);
                 let micros = u64::try_from(patience.as_micros()).unwrap_or(u64::MAX);
                 self.core.patience_us.store(micros, Ordering::Relaxed);
             }
