@@ -19,7 +19,6 @@
 //!    through it. Running a destructor during a forced unwind is what rustc does today (PyO3's
 //!    own `PyGILState_Ensure` wrapper relies on it for the same purpose); the alternative is a
 //!    certain abort.
-use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
@@ -46,7 +45,7 @@ fn interpreter_finalizing() -> bool {
 #[cfg(not(Py_3_13))]
 fn interpreter_finalizing() -> bool {
     extern "C" {
-        fn _Py_IsFinalizing() -> c_int;
+        fn _Py_IsFinalizing() -> std::os::raw::c_int;
     }
     // SAFETY: as above; the private name is the one these versions export.
     unsafe { _Py_IsFinalizing() != 0 }

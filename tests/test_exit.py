@@ -25,6 +25,12 @@ class SlowDel:
     def __del__(self):
         time.sleep(0.0005)
 
+class SlowEq:
+    def __eq__(self, other):
+        time.sleep(0.0005)
+        return False
+    __hash__ = object.__hash__
+
 def start(work, n=4):
     for _ in range(n):
         threading.Thread(target=work, daemon=True).start()
@@ -82,6 +88,99 @@ SCENARIOS = {
             while True:
                 lst.append(SlowDel())
                 lst.pop_or()
+        start(work)
+    """,
+    "list.sort comparisons": """
+        class SlowLt:
+            def __init__(self, v):
+                self.v = v
+            def __lt__(self, other):
+                time.sleep(0.0005)
+                return self.v < other.v
+        def work():
+            lst = ns.ThreadSafeList(SlowLt(i) for i in range(20, 0, -1))
+            while True:
+                lst.sort()
+                lst.reverse()
+        start(work)
+    """,
+    "list.remove_if predicate": """
+        lst = ns.ThreadSafeList(range(20))
+        def work():
+            while True:
+                lst.remove_if(lambda v: slow() and False)
+        start(work)
+    """,
+    "list.update_at function, contended": """
+        lst = ns.ThreadSafeList([0])
+        def work():
+            while True:
+                lst.update_at(0, lambda v: slow() + v)
+        start(work)
+    """,
+    "list.remove __eq__, contended": """
+        lst = ns.ThreadSafeList([SlowEq() for _ in range(10)])
+        def work():
+            me = threading.get_ident()
+            lst.append(me)
+            while True:
+                lst.remove(me)
+                lst.insert(0, me)
+        start(work)
+    """,
+    "list.index/count/in __eq__": """
+        lst = ns.ThreadSafeList([SlowEq() for _ in range(10)] + [1])
+        def work():
+            while True:
+                lst.index(1)
+                lst.count(1)
+                1 in lst
+        start(work)
+    """,
+    "list.append_if_absent/extend_if_absent __eq__": """
+        lst = ns.ThreadSafeList([SlowEq() for _ in range(10)] + [1])
+        def work():
+            while True:
+                lst.append_if_absent(1)
+                lst.extend_if_absent([1, SlowEq()])
+                lst.pop_or()
+        start(work)
+    """,
+    "list removed items' __del__": """
+        lst = ns.ThreadSafeList()
+        def work():
+            while True:
+                lst.extend([SlowDel(), SlowDel()])
+                lst.remove_if(lambda v: isinstance(v, SlowDel))
+                lst.append(SlowDel())
+                lst.clear()
+        start(work)
+    """,
+    "list.extend/constructor/+= user iterables": """
+        def slow_items():
+            for i in range(5):
+                time.sleep(0.0005)
+                yield i
+        def work():
+            while True:
+                lst = ns.ThreadSafeList(slow_items())
+                lst.extend(slow_items())
+                lst += slow_items()
+                lst[1:2] = slow_items()
+        start(work)
+    """,
+    "list __index__": """
+        class SlowIndex:
+            def __index__(self):
+                time.sleep(0.0005)
+                return 0
+        lst = ns.ThreadSafeList([1, 2, 3])
+        def work():
+            while True:
+                lst[SlowIndex()]
+                lst.insert(SlowIndex(), 0)
+                lst.pop(SlowIndex())
+                lst[SlowIndex():SlowIndex()]
         start(work)
     """,
     "state.update_with": """

@@ -110,16 +110,60 @@ def test_eq_in_another_list_may_mutate_that_list() -> None:
     assert len(lst) == 1 and other.snapshot() == [1]
 
 
-def test_sort_key_that_mutates_raises_and_leaves_list() -> None:
+def test_sort_key_that_mutates_raises_value_error_like_list_and_leaves_list() -> None:
+    """list.sort raises ValueError("list modified during sort") when its key modifies the list.
+    Here the modification itself is refused (ReentrancyError, kept as the cause) and the list is
+    left as it was."""
+    ref = [3, 1, 2]
+
+    def ref_key(v: int) -> int:
+        ref.append(v)
+        return v
+
+    with pytest.raises(ValueError, match="list modified during sort"):
+        ref.sort(key=ref_key)
+
     lst = ThreadSafeList([3, 1, 2])
 
     def key(v: int) -> int:
         lst.append(v)
         return v
 
-    with pytest.raises(ReentrancyError):
+    with pytest.raises(ValueError, match="list modified during sort") as info:
+        bounded(lambda: lst.sort(key=key))
+    assert isinstance(info.value.__cause__, ReentrancyError)
+    assert lst.snapshot() == [3, 1, 2]
+
+
+def test_sort_key_that_swallows_the_refusal_still_raises() -> None:
+    """The key caught the ReentrancyError and went on: list.sort would still raise."""
+    lst = ThreadSafeList([3, 1, 2])
+
+    def key(v: int) -> int:
+        try:
+            lst.local().clear()
+        except ReentrancyError:
+            pass
+        return v
+
+    with pytest.raises(ValueError, match="list modified during sort"):
         bounded(lambda: lst.sort(key=key))
     assert lst.snapshot() == [3, 1, 2]
+
+
+def test_sort_key_error_of_its_own_propagates() -> None:
+    lst = ThreadSafeList([3, 1, 2])
+    other = ThreadSafeList()
+
+    def key(v: int) -> int:
+        other.append(v)  # another list: allowed
+        if v == 2:
+            raise KeyError("own")
+        return v
+
+    with pytest.raises(KeyError, match="own"):
+        bounded(lambda: lst.sort(key=key))
+    assert lst.snapshot() == [3, 1, 2] and len(other) >= 1
 
 
 def test_sort_key_that_reads_works() -> None:
@@ -128,7 +172,7 @@ def test_sort_key_that_reads_works() -> None:
     assert lst.snapshot() == [1, 2, 3]
 
 
-def test_comparison_in_sort_that_mutates_raises() -> None:
+def test_comparison_in_sort_that_mutates_raises_value_error() -> None:
     lst = ThreadSafeList()
 
     class Cmp:
@@ -140,7 +184,7 @@ def test_comparison_in_sort_that_mutates_raises() -> None:
             return self.v < other.v
 
     lst.extend([Cmp(2), Cmp(1)])
-    with pytest.raises(ReentrancyError):
+    with pytest.raises(ValueError, match="list modified during sort"):
         bounded(lambda: lst.sort())
     assert [c.v for c in lst] == [2, 1]
 

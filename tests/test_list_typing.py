@@ -31,6 +31,18 @@ GOOD = """
     seq: MutableSequence[int] = lst
     for x in reversed(lst):
         print(x + 1, len(lst), x in lst, lst.index(x), lst.count(x), lst == [1], lst < lst)
+
+
+    class Jobs(ThreadSafeList[str]):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+
+    jobs = Jobs("queue")
+    jobs_view: Jobs = jobs.local()
+    plain: ThreadSafeList[str] = jobs.copy()
+    print(jobs_view.name, plain)
 """
 
 BAD = """

@@ -20,7 +20,7 @@ from typing import Literal as _Literal
 from typing import TypeVar as _TypeVar
 from typing import overload as _overload
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "DELETE",
@@ -99,24 +99,27 @@ class AtomicInt:
 _T = TypeVar("_T")
 _S = TypeVar("_S")
 
-@final
+@disjoint_base
 class ThreadSafeList(MutableSequence[_T]):
     """A list shared by threads: the whole ``list`` contract, atomic compound operations.
 
     Every call is atomic. Iteration (``iter``, ``reversed``) runs over a snapshot taken when it
     starts, so concurrent writes never break it. Python code an operation runs (``__eq__``, sort
     keys, predicates, update functions) runs with no lock held; if such code modifies the list
-    the operation is running for, it raises ``ReentrancyError``. Elements of exact ``int``,
-    ``float``, ``bool``, ``str``, ``bytes`` and ``None`` are compared without running Python code.
+    the operation is running for, it raises ``ReentrancyError`` (``ValueError`` for a sort, as
+    ``list.sort`` raises). Elements of exact ``int``, ``float``, ``bool``, ``str``, ``bytes`` and
+    ``None`` (and tuples of them) are compared without running Python code. Compound operations
+    never give up under contention; only ``sort`` may. Subclassable like ``list``.
     Registered as a ``collections.abc.MutableSequence``.
     """
 
     @overload
-    def __new__(cls) -> Self: ...
+    def __init__(self) -> None: ...
     @overload
-    def __new__(cls, iterable: Iterable[_T] | None, /) -> Self: ...
-    def local(self) -> ThreadSafeList[_T]:
-        """A per-thread view sharing this list."""
+    def __init__(self, iterable: Iterable[_T], /) -> None:
+        """The elements become those of ``iterable``; on an existing list, replacing them."""
+    def local(self) -> Self:
+        """A per-thread view sharing this list (of the same class, sharing its attributes)."""
     def snapshot(self) -> list[_T]:
         """An atomic copy of the elements as a builtin list."""
     @property
@@ -141,7 +144,8 @@ class ThreadSafeList(MutableSequence[_T]):
     def sort(self, *, key: Callable[[_T], Any] | None = None, reverse: bool | None = None) -> None:
         """Stable sort, atomic to observers; ``key`` and comparisons run with no lock held on a
         snapshot committed only if the list did not change meanwhile (else redone). On an error
-        the list is unchanged. Gives up with ``RuntimeError`` after 1000 conflicting attempts."""
+        the list is unchanged; if they modify the list, ``ValueError`` ("list modified during
+        sort"). Gives up with ``RuntimeError`` after 1000 conflicting attempts."""
     def drain(self) -> list[_T]:
         """Remove every element atomically and return them."""
     def append_if_absent(self, object: _T, /) -> bool:
@@ -157,8 +161,9 @@ class ThreadSafeList(MutableSequence[_T]):
     def compare_and_set(self, index: SupportsIndex, expected: Any, new: _T, /) -> bool:
         """Store ``new`` at ``index`` if the element there equals ``expected`` (identity, then
         ``==``); True if it did."""
-    def copy(self) -> ThreadSafeList[_T]: ...
-    def __copy__(self) -> ThreadSafeList[_T]: ...
+    def copy(self) -> ThreadSafeList[_T]:
+        """A new, independent ``ThreadSafeList`` (of the base class for a subclass instance)."""
+    def __copy__(self) -> Self: ...
     def __len__(self) -> int: ...
     def __bool__(self) -> bool: ...
     def __contains__(self, value: object, /) -> bool: ...
