@@ -143,6 +143,32 @@ def test_comparisons() -> None:
         hash(a)
 
 
+def test_compares_with_floats_and_other_numbers_as_an_int_does() -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    a = AtomicInt(1)
+    for other in (1.0, 1.5, 0.5, float("inf"), float("nan"), Fraction(1), Fraction(3, 2),
+                  Decimal(1), Decimal("0.5"), True, False, 1 + 0j):
+        assert (a == other) == (1 == other) and (a != other) == (1 != other), other
+        if not isinstance(other, complex):
+            assert (a < other) == (1 < other), other
+            assert (a <= other) == (1 <= other), other
+            assert (a > other) == (1 > other), other
+            assert (a >= other) == (1 >= other), other
+            assert (other < a) == (other < 1), other
+        assert (a == other) == (1 == other) and (other == a) == (other == 1), other
+    assert AtomicInt(1) == 1.0 and AtomicInt(1) < 1.5 and 1.5 > AtomicInt(1)
+    assert sorted([AtomicInt(3), 2.5, AtomicInt(1), Fraction(3, 2)]) == [1, 1.5, 2.5, 3]
+    with pytest.raises(TypeError):
+        a < 1j  # type: ignore[operator]
+    with pytest.raises(TypeError, match="AtomicInt"):
+        a < None  # type: ignore[operator]
+    assert (a == None) is False and (a != "1") is True  # noqa: E711
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(a)
+
+
 def test_in_place_operators_are_atomic_updates() -> None:
     a = AtomicInt(1)
     b = a
