@@ -85,6 +85,20 @@ fn expect_int(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
     })
 }
 
+/// The right operand of `+=`/`-=` as an i64.
+fn operand(obj: &Bound<'_, PyAny>, op: &str) -> PyResult<i64> {
+    match obj.extract::<i64>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(PyOverflowError::new_err(
+            format!("AtomicInt {op}: the operand does not fit in a 64-bit signed integer"),
+        )),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "unsupported operand type(s) for {op}: 'AtomicInt' and '{}'",
+            obj.get_type().name()?
+        ))),
+    }
+}
+
 #[pymethods]
 impl AtomicInt {
     #[new]
@@ -185,14 +199,14 @@ impl AtomicInt {
         self.core.retries.load(Ordering::Relaxed)
     }
 
-    /// `a += delta`: atomic, in place. A non-int is `TypeError` (by way of `NotImplemented`), an
-    /// int outside 64 bits `OverflowError`, as for every other update.
-    fn __iadd__(&self, delta: &Bound<'_, PyInt>) -> PyResult<()> {
-        self.add(expect_int(delta, "delta")?).map(|_| ())
+    /// `a += delta`: atomic, in place. `delta` is anything with `__index__`, as for
+    /// `increment`; an int outside 64 bits is `OverflowError`, anything else `TypeError`.
+    fn __iadd__(&self, delta: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.add(operand(delta, "+=")?).map(|_| ())
     }
 
-    fn __isub__(&self, delta: &Bound<'_, PyInt>) -> PyResult<()> {
-        self.sub(expect_int(delta, "delta")?).map(|_| ())
+    fn __isub__(&self, delta: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sub(operand(delta, "-=")?).map(|_| ())
     }
 
     fn __int__(&self) -> i64 {

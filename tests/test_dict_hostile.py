@@ -246,9 +246,9 @@ def test_atomic_int_entry_points_take_extreme_sizes() -> None:
             # Comparisons with any int, and with floats as int does.
             a.set(start)
             assert (a < big) == (start < big) and (a == big) == (start == big)
-    b = AtomicInt(1)
+    b, one = AtomicInt(1), 1
     for x in (math.inf, -math.inf, math.nan, 1e300, 2**1000):
-        assert (b < x) == (1 < x) and (b == x) == (1 == x) and (b >= x) == (1 >= x)
+        assert (b < x) == (one < x) and (b == x) == (one == x) and (b >= x) == (one >= x)
     for delta in (2**64, -(2**64)):
         with pytest.raises(OverflowError):
             b += delta

@@ -40,7 +40,9 @@ KINDS: dict[str, tuple[Callable[[], Any], Callable[[Any, int], None], Callable[[
 
 COPIES: dict[str, Callable[[Any], Any]] = {
     "deepcopy": copy.deepcopy,
-    **{f"pickle protocol {p}": (lambda x, p=p: pickle.loads(pickle.dumps(x, p))) for p in (0, 2, 5)},
+    **{
+        f"pickle protocol {p}": (lambda x, p=p: pickle.loads(pickle.dumps(x, p))) for p in (0, 2, 5)
+    },
 }
 
 

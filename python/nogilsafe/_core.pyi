@@ -13,6 +13,7 @@ from collections.abc import (
 )
 from collections.abc import Iterator as _Iterator
 from collections.abc import Mapping as _Mapping
+from numbers import Real
 from types import GenericAlias
 from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
 from typing import Generic as _Generic
@@ -37,7 +38,8 @@ class AtomicInt:
 
     def __init__(self, value: SupportsIndex = 0) -> None: ...
     def local(self) -> AtomicInt:
-        """A per-thread view sharing this integer."""
+        """A per-thread view sharing this integer (pickled and deep-copied as a view of its
+        owner's copy)."""
     def get(self) -> int: ...
     def set(self, value: SupportsIndex) -> None: ...
     def increment(self, delta: SupportsIndex = 1) -> int:
@@ -63,14 +65,14 @@ class AtomicInt:
     def __bool__(self) -> bool: ...
     def __eq__(self, other: object) -> bool: ...
     def __ne__(self, other: object) -> bool: ...
-    def __lt__(self, other: int | AtomicInt) -> bool: ...
-    def __le__(self, other: int | AtomicInt) -> bool: ...
-    def __gt__(self, other: int | AtomicInt) -> bool: ...
-    def __ge__(self, other: int | AtomicInt) -> bool: ...
+    # Compares with any number (int, float, Fraction, Decimal, ...) as an int does.
+    def __lt__(self, other: float | Real | AtomicInt) -> bool: ...
+    def __le__(self, other: float | Real | AtomicInt) -> bool: ...
+    def __gt__(self, other: float | Real | AtomicInt) -> bool: ...
+    def __ge__(self, other: float | Real | AtomicInt) -> bool: ...
     __hash__: None  # type: ignore[assignment]
     def __reduce__(self) -> tuple[Any, ...]: ...
     def __copy__(self) -> AtomicInt: ...
-    def __deepcopy__(self, memo: Any) -> AtomicInt: ...
 
 _T = TypeVar("_T")
 _S = TypeVar("_S")
@@ -218,15 +220,16 @@ DELETE: Sentinel
 MISSING: Sentinel
 """Passed to a ``compute`` function when the key is absent."""
 
-@final
 class ThreadSafeDict(Generic[_K, _V]):
     """A dict shared by threads: sharded, every operation atomic, iteration on snapshots.
 
-    Registered as a ``collections.abc.MutableMapping``. Iteration, ``keys()``, ``values()`` and
-    ``items()`` work on a consistent snapshot taken at the call and never raise because of
-    concurrent writes. Whole-table operations (``update``, ``clear``, ``snapshot``, ``len``,
-    ``==``) see or make a consistent cut. Callables (``compute``, factories, a key's ``__eq__``)
-    never run under a lock; if they modify the same dict they get ``ReentrancyError``.
+    Registered as a ``collections.abc.MutableMapping``; subclassable like ``dict`` (``__init__``
+    builds it, ``__missing__`` is honoured). Iteration, ``keys()``, ``values()`` and ``items()``
+    work on a consistent snapshot taken at the call and never raise because of concurrent
+    writes. Whole-table operations (``update``, ``clear``, ``snapshot``, ``len``, ``==``) see or
+    make a consistent cut. Callables (``compute``, factories, a key's ``__eq__``) never run under
+    a lock; a ``compute``-style function or factory that modifies the same dict gets
+    ``ReentrancyError``.
     """
 
     @overload
@@ -242,8 +245,9 @@ class ThreadSafeDict(Generic[_K, _V]):
         /,
         **kwargs: _V,
     ) -> None: ...
-    def local(self) -> ThreadSafeDict[_K, _V]:
-        """A per-thread view sharing this dict's table."""
+    def local(self) -> Self:
+        """A per-thread view sharing this dict's table (of the same class; pickled and
+        deep-copied as a view of its owner's copy)."""
     def __getitem__(self, key: _K, /) -> _V: ...
     def __setitem__(self, key: _K, value: _V, /) -> None: ...
     def __delitem__(self, key: _K, /) -> None: ...
@@ -272,7 +276,7 @@ class ThreadSafeDict(Generic[_K, _V]):
     def clear(self) -> None: ...
     def copy(self) -> ThreadSafeDict[_K, _V]:
         """A shallow, independent copy taken atomically."""
-    def __copy__(self) -> ThreadSafeDict[_K, _V]: ...
+    def __copy__(self) -> Self: ...
     def snapshot(self) -> dict[_K, _V]:
         """A plain ``dict`` copy taken atomically."""
     def keys(self) -> KeysView[_K]:
@@ -497,4 +501,4 @@ class ThreadSafeState(_Generic[_T]):
         thread; an exception goes to ``sys.unraisablehook``."""
     def diff(self, from_version: int, to_version: int) -> dict[str, tuple[Any, Any]]:
         """``{key: (old, new)}`` for each key that differs (a missing side is None)."""
-    def __class_getitem__(cls, item: Any) -> Any: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
