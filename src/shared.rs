@@ -18,6 +18,12 @@
 //! - the owner cannot be collected, nor cleared, while a live view can still reach the core.
 //!   (Reporting from every view would count each reference once per view, and the collector
 //!   could then free objects still in use; reporting from none left such cycles uncollected.)
+//!
+//! Subclasses and copies. `local` makes a view of the object's own class (`instantiate` builds a
+//! subclass instance around a given core without running the subclass's Python code), sharing
+//! the owner's instance `__dict__`. A view pickles and deep-copies as its owner's view
+//! (`reduce_view`), so an object and its views stay one core in the copy. Every generic type's
+//! `__class_getitem__` is `class_getitem`.
 use std::any::Any;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -146,7 +152,8 @@ where
     if cls.is(&base) {
         return Bound::new(py, value);
     }
-    if !cls.is_subclass(&base)? {
+    // SAFETY: two live type objects; a C-level check of the MRO that runs no Python code.
+    if unsafe { ffi::PyType_IsSubtype(cls.as_type_ptr(), base.as_type_ptr()) } == 0 {
         return Err(PyTypeError::new_err(format!(
             "{} is not a subclass of {}",
             cls.name()?,

@@ -55,13 +55,20 @@ SCENARIOS = {
                 d["k"] = SlowDel()
         start(work)
     """,
-    "dict.update, del, clear: replaced and removed values' __del__": """
+    "dict.update, del, pop_if, clear: replaced and removed objects' __del__": """
+        class DelKey(SlowDel):
+            def __init__(self, v):
+                self.v = v
+            def __hash__(self):
+                return self.v
+            def __eq__(self, other):
+                return isinstance(other, DelKey) and other.v == self.v
         d = ns.ThreadSafeDict()
         def work():
             while True:
-                d.update({"k": SlowDel(), "j": SlowDel()})
+                d.update({"k": SlowDel(), "j": SlowDel(), DelKey(1): 0})
                 del d["k"]
-                d.pop_if("j", None)
+                d.pop_if(DelKey(1), 0)  # the stored key object is the one removed
                 d.clear()
         start(work)
     """,

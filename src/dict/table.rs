@@ -313,7 +313,9 @@ impl DictCore {
             let r = sync::with_write(py, lock, |shard, grave| op(shard, &mut probe, grave));
             let undecided = probe.into_undecided();
             if let Some(r) = r {
-                decided.absorb(undecided);
+                if !undecided.is_empty() {
+                    decided.absorb(undecided);
+                }
                 return Ok(r);
             }
             self.decide(py, &k.obj, undecided, &mut decided)?;
@@ -334,7 +336,9 @@ impl DictCore {
             let r = op(&sync::read(py, lock), &mut probe);
             let undecided = probe.into_undecided();
             if let Some(r) = r {
-                decided.absorb(undecided);
+                if !undecided.is_empty() {
+                    decided.absorb(undecided);
+                }
                 return Ok(r);
             }
             self.decide(py, &k.obj, undecided, &mut decided)?;
