@@ -22,6 +22,7 @@ DEEP = {
 }
 
 
+@pytest.mark.thread_unsafe(reason="runs a child interpreter; copies at once only add load")
 @pytest.mark.parametrize("shape", sorted(DEEP))
 def test_deep_nesting_frees_without_crashing(shape: str) -> None:
     code = f"""
@@ -120,6 +121,7 @@ print("done")
 """
 
 
+@pytest.mark.thread_unsafe(reason="runs a child interpreter; copies at once only add load")
 @pytest.mark.parametrize("flag", ["-b", "-bb"])
 def test_bytes_warning_comparisons_run_unlocked(flag: str) -> None:
     # -b: a BytesWarning goes through warnings.showwarning, which writes the same container;
@@ -313,6 +315,7 @@ print("ok")
 """
 
 
+@pytest.mark.thread_unsafe(reason="runs a child interpreter; copies at once only add load")
 @pytest.mark.parametrize("removal", sorted(REMOVALS))
 def test_del_of_removed_value_waits_for_a_lock_held_by_a_dict_caller(removal: str) -> None:
     code = DEL_LOCK.replace("REMOVAL", REMOVALS[removal])
@@ -347,6 +350,7 @@ print("ok")
 """
 
 
+@pytest.mark.thread_unsafe(reason="runs a child interpreter; copies at once only add load")
 def test_atomic_update_function_waits_for_a_lock_held_by_a_caller() -> None:
     # AtomicInt holds no Python objects (nothing to bury); its one Python callback, update's
     # function, runs with nothing held: the same scenario cannot deadlock.

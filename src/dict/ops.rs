@@ -439,8 +439,15 @@ impl DictCore {
             if unsure.is_empty() {
                 return Ok(());
             }
-            for (i, und) in unsure {
-                self.decide(py, &pairs[i].0.obj, und, &mut decided[i])?;
+            let unsure: Vec<usize> = unsure
+                .into_iter()
+                .map(|(i, und)| {
+                    decided[i].absorb(und);
+                    i
+                })
+                .collect();
+            for i in unsure {
+                decided[i].decide(&pairs[i].0.obj)?;
             }
         }
     }

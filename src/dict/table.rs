@@ -182,8 +182,34 @@ impl Decided {
         Some(self.eq[i])
     }
 
+    /// Run, with no lock held, `__eq__` of every stored key whose answer is not known yet
+    /// against `key`. As during a `dict` lookup, an `__eq__` may read or write the dict (under
+    /// `python -b`, so may the warnings machinery a bytes/str comparison runs): no lock is held,
+    /// and each stored key's answer is kept, so its writes cannot make a probe retry forever
+    /// unless they keep adding colliding keys with their own `__eq__`, which makes `dict` loop
+    /// too.
+    pub(super) fn decide(&mut self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = key.py();
+        for i in 0..self.keys.len() {
+            if self.eq[i].is_some() {
+                continue;
+            }
+            let cand = &self.keys[i];
+            if let Some(j) = self.keys[..i]
+                .iter()
+                .position(|k| k.as_ptr() == cand.as_ptr())
+            {
+                self.eq[i] = self.eq[j];
+                continue;
+            }
+            // Like dict: the stored key's __eq__ is asked first.
+            self.eq[i] = Some(pycall::compare(cand.bind(py), key, pyo3::ffi::Py_EQ)?);
+        }
+        py.check_signals()
+    }
+
     /// Take ownership of keys a probe could not decide (their results still unknown).
-    fn absorb(&mut self, undecided: Vec<Py<PyAny>>) {
+    pub(super) fn absorb(&mut self, undecided: Vec<Py<PyAny>>) {
         self.eq.extend(undecided.iter().map(|_| None));
         self.keys.extend(undecided);
     }
@@ -318,7 +344,8 @@ impl DictCore {
                 }
                 return Ok(r);
             }
-            self.decide(py, &k.obj, undecided, &mut decided)?;
+            decided.absorb(undecided);
+            decided.decide(&k.obj)?;
         }
     }
 
@@ -341,39 +368,9 @@ impl DictCore {
                 }
                 return Ok(r);
             }
-            self.decide(py, &k.obj, undecided, &mut decided)?;
+            decided.absorb(undecided);
+            decided.decide(&k.obj)?;
         }
-    }
-
-    /// Run the stored keys' `__eq__` against `key`, no lock held. As during a `dict` lookup, an
-    /// `__eq__` may read or write the dict (under `python -b`, so may the warnings machinery a
-    /// bytes/str comparison runs): no lock is held, and each stored key's answer is kept, so
-    /// its writes cannot make the probe retry forever unless they keep adding colliding keys
-    /// with their own `__eq__` — which makes `dict` itself loop.
-    pub(super) fn decide(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        undecided: Vec<Py<PyAny>>,
-        decided: &mut Decided,
-    ) -> PyResult<()> {
-        debug_assert!(!undecided.is_empty());
-        let first = decided.keys.len();
-        decided.absorb(undecided);
-        for i in first..decided.keys.len() {
-            let cand = &decided.keys[i];
-            if let Some(j) = decided.keys[..i]
-                .iter()
-                .position(|k| k.as_ptr() == cand.as_ptr())
-            {
-                decided.eq[i] = decided.eq[j];
-                continue;
-            }
-            // Like dict: the stored key's __eq__ is asked first.
-            let eq = pycall::compare(cand.bind(py), key, pyo3::ffi::Py_EQ)?;
-            decided.eq[i] = Some(eq);
-        }
-        py.check_signals()
     }
 
     /// `k`'s value, if present.
