@@ -162,6 +162,7 @@ pub fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// Drop a reference (running `__del__` if it was the last one). Must be called attached.
+#[inline]
 pub fn release(py: Python<'_>, obj: Py<PyAny>) {
     release_all(py, std::iter::once(obj));
 }

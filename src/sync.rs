@@ -146,12 +146,15 @@ impl<'py, G: Buried> Graveyard<'py, G> {
 }
 
 impl<G: Buried> Drop for Graveyard<'_, G> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(v) = self.first.take() {
             v.release(self.py);
         }
-        for v in std::mem::take(&mut self.rest) {
-            v.release(self.py);
+        if !self.rest.is_empty() {
+            for v in std::mem::take(&mut self.rest) {
+                v.release(self.py);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! (`key::fast_eq`), and any other key with the same hash is left undecided: the operation
 //! releases the lock, runs `__eq__`, and retries (`Probe`, `DictCore::with_key`). What a critical
 //! section removes goes into the `sync::Graveyard` of `with_key`, released after the guard.
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -88,6 +89,7 @@ pub(super) enum Removed {
 }
 
 impl Buried for Removed {
+    #[inline]
     fn release(self, py: Python<'_>) {
         match self {
             Removed::Value(v) => pycall::release(py, v),
@@ -170,16 +172,16 @@ impl Drop for DictCore {
 /// `__eq__` results of stored keys against the probed key, computed with no lock held, keyed by
 /// the stored key's identity (`None`: not computed yet). Holding each stored key keeps its
 /// address from being reused meanwhile.
+///
+/// `ManuallyDrop`: the empty case (nearly every probe) costs no drop glue; `drop` takes the
+/// contents out and releases them, leaving an empty `Vec`, which owns nothing.
 #[derive(Default)]
-pub(super) struct Decided {
-    keys: Vec<Py<PyAny>>,
-    eq: Vec<Option<bool>>,
-}
+pub(super) struct Decided(ManuallyDrop<Vec<(Py<PyAny>, Option<bool>)>>);
 
 impl Decided {
     fn lookup(&self, key: &Py<PyAny>) -> Option<Option<bool>> {
-        let i = self.keys.iter().position(|k| k.as_ptr() == key.as_ptr())?;
-        Some(self.eq[i])
+        let (_, eq) = self.0.iter().find(|(k, _)| k.as_ptr() == key.as_ptr())?;
+        Some(*eq)
     }
 
     /// Run, with no lock held, `__eq__` of every stored key whose answer is not known yet
@@ -190,36 +192,38 @@ impl Decided {
     /// too.
     pub(super) fn decide(&mut self, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = key.py();
-        for i in 0..self.keys.len() {
-            if self.eq[i].is_some() {
+        for i in 0..self.0.len() {
+            if self.0[i].1.is_some() {
                 continue;
             }
-            let cand = &self.keys[i];
-            if let Some(j) = self.keys[..i]
-                .iter()
-                .position(|k| k.as_ptr() == cand.as_ptr())
-            {
-                self.eq[i] = self.eq[j];
-                continue;
-            }
-            // Like dict: the stored key's __eq__ is asked first.
-            self.eq[i] = Some(pycall::compare(cand.bind(py), key, pyo3::ffi::Py_EQ)?);
+            let ptr = self.0[i].0.as_ptr();
+            let known = self.0[..i].iter().find(|(k, _)| k.as_ptr() == ptr);
+            let eq = match known {
+                Some((_, eq)) => *eq,
+                // Like dict: the stored key's __eq__ is asked first.
+                None => Some(pycall::compare(
+                    self.0[i].0.bind(py),
+                    key,
+                    pyo3::ffi::Py_EQ,
+                )?),
+            };
+            self.0[i].1 = eq;
         }
         py.check_signals()
     }
 
     /// Take ownership of keys a probe could not decide (their results still unknown).
     pub(super) fn absorb(&mut self, undecided: Vec<Py<PyAny>>) {
-        self.eq.extend(undecided.iter().map(|_| None));
-        self.keys.extend(undecided);
+        self.0.extend(undecided.into_iter().map(|k| (k, None)));
     }
 }
 
 impl Drop for Decided {
+    #[inline]
     fn drop(&mut self) {
-        if !self.keys.is_empty() {
-            let keys = std::mem::take(&mut self.keys);
-            Python::attach(|py| pycall::release_all(py, keys));
+        if !self.0.is_empty() {
+            let keys = std::mem::take(&mut *self.0);
+            Python::attach(|py| pycall::release_all(py, keys.into_iter().map(|(k, _)| k)));
         }
     }
 }
@@ -339,7 +343,10 @@ impl DictCore {
             let r = sync::with_write(py, lock, |shard, grave| op(shard, &mut probe, grave));
             let undecided = probe.into_undecided();
             if let Some(r) = r {
-                if !undecided.is_empty() {
+                if undecided.is_empty() {
+                    // Never pushed to, so it owns no allocation: skip its out-of-line drop.
+                    std::mem::forget(undecided);
+                } else {
                     decided.absorb(undecided);
                 }
                 return Ok(r);
@@ -363,7 +370,10 @@ impl DictCore {
             let r = op(&sync::read(py, lock), &mut probe);
             let undecided = probe.into_undecided();
             if let Some(r) = r {
-                if !undecided.is_empty() {
+                if undecided.is_empty() {
+                    // Never pushed to, so it owns no allocation: skip its out-of-line drop.
+                    std::mem::forget(undecided);
+                } else {
                     decided.absorb(undecided);
                 }
                 return Ok(r);
