@@ -12,9 +12,10 @@ use std::sync::Arc;
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple, PyType};
 
-use crate::shared::SharedCore;
+use crate::shared::{self, SharedCore};
 use crate::{pycall, sync};
 
 #[derive(Default)]
@@ -32,6 +33,8 @@ pub struct AtomicInt {
 }
 
 crate::shared::shared_core!(AtomicInt, AtomicCore);
+
+static NUMBER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 fn overflow(op: &str, a: i64, b: i64) -> PyErr {
     PyOverflowError::new_err(format!(
@@ -82,6 +85,20 @@ fn expect_int(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
     })
 }
 
+/// The right operand of `+=`/`-=` as an i64.
+fn operand(obj: &Bound<'_, PyAny>, op: &str) -> PyResult<i64> {
+    match obj.extract::<i64>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(PyOverflowError::new_err(
+            format!("AtomicInt {op}: the operand does not fit in a 64-bit signed integer"),
+        )),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "unsupported operand type(s) for {op}: 'AtomicInt' and '{}'",
+            obj.get_type().name()?
+        ))),
+    }
+}
+
 #[pymethods]
 impl AtomicInt {
     #[new]
@@ -94,8 +111,8 @@ impl AtomicInt {
     }
 
     /// A per-thread view sharing this integer: see the package docs.
-    fn local(slf: &Bound<'_, Self>) -> Self {
-        Self::view(slf)
+    fn local<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+        shared::local(slf)
     }
 
     fn get(&self) -> i64 {
@@ -182,12 +199,14 @@ impl AtomicInt {
         self.core.retries.load(Ordering::Relaxed)
     }
 
-    fn __iadd__(&self, delta: i64) -> PyResult<()> {
-        self.add(delta).map(|_| ())
+    /// `a += delta`: atomic, in place. `delta` is anything with `__index__`, as for
+    /// `increment`; an int outside 64 bits is `OverflowError`, anything else `TypeError`.
+    fn __iadd__(&self, delta: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.add(operand(delta, "+=")?).map(|_| ())
     }
 
-    fn __isub__(&self, delta: i64) -> PyResult<()> {
-        self.sub(delta).map(|_| ())
+    fn __isub__(&self, delta: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sub(operand(delta, "-=")?).map(|_| ())
     }
 
     fn __int__(&self) -> i64 {
@@ -206,19 +225,29 @@ impl AtomicInt {
         self.get() != 0
     }
 
+    /// Compares as its value would: with ints, floats and any other `numbers.Number` (`Fraction`,
+    /// `Decimal`, ...) exactly as an `int` does; anything else is `NotImplemented`.
     fn __richcmp__<'py>(
         &self,
         py: Python<'py>,
         other: &Bound<'py, PyAny>,
         op: CompareOp,
     ) -> PyResult<Py<PyAny>> {
-        let other = match other.cast::<AtomicInt>() {
-            Ok(o) => o.get().get().into_pyobject(py)?.into_any(),
-            Err(_) if other.is_instance_of::<PyInt>() => other.clone(),
-            Err(_) => return Ok(py.NotImplemented()),
-        };
-        let mine = self.get().into_pyobject(py)?;
-        Ok(mine.rich_compare(other, op)?.unbind())
+        let mine = self.get();
+        if let Ok(o) = other.cast::<AtomicInt>() {
+            let r = op.matches(mine.cmp(&o.get().get()));
+            return Ok(PyBool::new(py, r).to_owned().into_any().unbind());
+        }
+        let numeric = other.is_exact_instance_of::<PyInt>()
+            || other.is_exact_instance_of::<PyFloat>()
+            || other.is_instance_of::<PyBool>()
+            || other.is_instance(NUMBER.import(py, "numbers", "Number")?)?;
+        if !numeric {
+            return Ok(py.NotImplemented());
+        }
+        let mine = mine.into_pyobject(py)?.into_any();
+        let r = pycall::compare(&mine, other, op as std::os::raw::c_int)?;
+        Ok(PyBool::new(py, r).to_owned().into_any().unbind())
     }
 
     // Mutable, so unhashable like other mutable containers.
@@ -229,21 +258,23 @@ impl AtomicInt {
         format!("AtomicInt({})", self.get())
     }
 
+    /// Pickling and `copy.deepcopy`: a view reduces to its owner's view (so an object and its
+    /// views stay one counter in the copy), an owner to `AtomicInt(value)`.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        if let Some(r) = shared::reduce_view(slf)? {
+            return Ok(r);
+        }
         let py = slf.py();
         let cls = py.get_type::<AtomicInt>();
         (cls, (slf.get().get(),)).into_pyobject(py)
     }
 
+    /// `copy.copy`: a new, independent counter holding the current value.
     fn __copy__(&self) -> Self {
         Self::from_core(Arc::new(AtomicCore {
             value: AtomicI64::new(self.get()),
             retries: AtomicU64::new(0),
         }))
-    }
-
-    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
-        self.__copy__()
     }
 }
 

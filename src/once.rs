@@ -333,7 +333,7 @@ impl Drop for AbandonOnDrop<'_> {
 }
 
 /// A value computed at most once; thread-safe, and the core of `AsyncOnceCell`.
-#[pyclass(frozen, generic, module = "nogilsafe", name = "OnceCell")]
+#[pyclass(frozen, module = "nogilsafe", name = "OnceCell")]
 pub struct OnceCell {
     core: Arc<OnceCore>,
     /// `None` for the owner, else the owner this view shares its core with (see `shared`).
@@ -379,6 +379,15 @@ impl OnceCell {
     /// A per-thread view sharing this cell.
     fn local(slf: &Bound<'_, Self>) -> Self {
         Self::view(slf)
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (item, /))]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyGenericAlias>> {
+        crate::shared::class_getitem(cls, item)
     }
 
     /// The value, computing it with `factory()` if the cell is empty.

@@ -162,15 +162,27 @@ pub fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// Drop a reference (running `__del__` if it was the last one). Must be called attached.
+#[inline]
 pub fn release(py: Python<'_>, obj: Py<PyAny>) {
     release_all(py, std::iter::once(obj));
 }
 
-thread_local! {
-    /// References waiting to be dropped by the `release_all` running lower on this stack.
-    static DEFERRED: RefCell<Vec<Py<PyAny>>> = const { RefCell::new(Vec::new()) };
+/// The per-thread trampoline of `release_all`. One thread-local (one TLS lookup per release: in a
+/// dynamically loaded module each lookup is a call, and a release sits on every dict write).
+struct Releaser {
     /// Whether a `release_all` is running on this thread.
-    static RELEASING: Cell<bool> = const { Cell::new(false) };
+    active: Cell<bool>,
+    /// References waiting to be dropped by the `release_all` running lower on this stack.
+    deferred: RefCell<Vec<Py<PyAny>>>,
+}
+
+thread_local! {
+    static RELEASER: Releaser = const {
+        Releaser {
+            active: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
+        }
+    };
 }
 
 /// Drop many references without recursing on the C stack.
@@ -182,21 +194,29 @@ thread_local! {
 /// one drops the queue in a loop: the depth stays constant whatever the nesting. Every type's
 /// core releases its contents through this on drop.
 pub fn release_all(_py: Python<'_>, objs: impl IntoIterator<Item = Py<PyAny>>) {
-    if RELEASING.with(Cell::get) {
-        DEFERRED.with(|d| d.borrow_mut().extend(objs));
-        return;
-    }
-    RELEASING.with(|r| r.set(true));
     let decref = |o: Py<PyAny>| {
         let p = o.into_ptr();
         // SAFETY: attached (the token proves it); we own the reference `into_ptr` handed over.
         exit::guard(|| unsafe { unwinding::Py_DecRef(p) });
     };
-    objs.into_iter().for_each(decref);
-    while let Some(o) = DEFERRED.with(|d| d.borrow_mut().pop()) {
-        decref(o);
-    }
-    RELEASING.with(|r| r.set(false));
+    RELEASER.with(|r| {
+        if r.active.get() {
+            r.deferred.borrow_mut().extend(objs);
+            return;
+        }
+        r.active.set(true);
+        objs.into_iter().for_each(decref);
+        // A `__del__` above may have queued more (re-entering this function): drop them here,
+        // never holding the queue's borrow across a decref.
+        loop {
+            let next = r.deferred.borrow_mut().pop();
+            match next {
+                Some(o) => decref(o),
+                None => break,
+            }
+        }
+        r.active.set(false);
+    });
 }
 
 #[cfg(test)]

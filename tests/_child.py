@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -25,13 +26,15 @@ class ChildResult:
         return f"{how}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr[-3000:]}"
 
 
-def run_child(code: str, *args: str, timeout: float = 60.0) -> ChildResult:
-    """Run ``code`` with this interpreter; a child still running after ``timeout`` is killed
-    and reported as hung (``returncode`` -9)."""
+def run_child(
+    code: str, *args: str, timeout: float = 60.0, flags: Sequence[str] = ()
+) -> ChildResult:
+    """Run ``code`` with this interpreter (and interpreter ``flags`` such as ``-b``); a child
+    still running after ``timeout`` is killed and reported as hung (``returncode`` -9)."""
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     try:
         p = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code), *args],
+            [sys.executable, *flags, "-c", textwrap.dedent(code), *args],
             capture_output=True,
             text=True,
             timeout=timeout,

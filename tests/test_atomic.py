@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 import threading
 
@@ -140,6 +141,42 @@ def test_comparisons() -> None:
     with pytest.raises(TypeError):
         a < "x"
     with pytest.raises(TypeError):
+        hash(a)
+
+
+def test_compares_with_floats_and_other_numbers_as_an_int_does() -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    a, one = AtomicInt(1), 1  # every comparison of `a` against the same one of the int `one`
+    for other in (
+        1.0,
+        1.5,
+        0.5,
+        math.inf,
+        math.nan,
+        Fraction(1),
+        Fraction(3, 2),
+        Decimal(1),
+        Decimal("0.5"),
+        True,
+        False,
+        1 + 0j,
+    ):
+        assert (a == other) == (one == other) and (a != other) == (one != other), other
+        assert (other == a) == (other == one) and (other != a) == (other != one), other
+        if not isinstance(other, complex):
+            assert (a < other) == (one < other) and (a <= other) == (one <= other), other
+            assert (a > other) == (one > other) and (a >= other) == (one >= other), other
+            assert (other < a) == (other < one) and (other >= a) == (other >= one), other
+    assert AtomicInt(1) == 1.0 and AtomicInt(1) < 1.5 and AtomicInt(2) > 1.5
+    assert sorted([AtomicInt(3), 2.5, AtomicInt(1), Fraction(3, 2)]) == [1, 1.5, 2.5, 3]
+    with pytest.raises(TypeError):
+        a < 1j  # type: ignore[operator]
+    with pytest.raises(TypeError, match="AtomicInt"):
+        a < None  # type: ignore[operator]
+    assert (a == None) is False and (a != "1") is True  # noqa: E711
+    with pytest.raises(TypeError, match="unhashable"):
         hash(a)
 
 

@@ -22,6 +22,17 @@ for key, value in counts.items():
 merged = counts | {"z": 2}
 merged |= {"y": 3}
 ok: bool = counts.compare_and_set("a", 1, 2)
+
+
+class Registry(ThreadSafeDict[str, int]):
+    def register(self, name: str) -> None:
+        self[name] = len(self)
+
+
+reg = Registry()
+reg.register("x")
+view: Registry = reg.local()
+view.register("y")
 """
 
 BAD = """

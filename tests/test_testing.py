@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -67,3 +68,56 @@ def test_bad_arguments() -> None:
 def test_pytest_fixture_is_registered(concurrently) -> None:  # type: ignore[no-untyped-def]
     assert concurrently is run_concurrently
     assert concurrently(lambda i: i, threads=2, timeout=5) == [[0], [1]]
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e300, None, threading.TIMEOUT_MAX * 2])
+def test_unbounded_timeouts_wait_without_a_limit(timeout: float | None) -> None:
+    # threading cannot wait that long (OverflowError); run_concurrently treats it as no limit.
+    assert run_concurrently(lambda i: i, threads=3, timeout=timeout) == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1.0, 0, -math.inf])
+def test_invalid_timeouts_are_value_errors_before_any_thread_starts(timeout: float) -> None:
+    ran = []
+    with pytest.raises(ValueError, match="timeout"):
+        run_concurrently(ran.append, threads=2, timeout=timeout)
+    assert ran == []
+
+
+def test_other_bad_arguments_are_rejected_up_front() -> None:
+    ran: list[int] = []
+    for kwargs, exc in [
+        ({"threads": 2.5}, TypeError),
+        ({"threads": True}, TypeError),
+        ({"threads": -3}, ValueError),
+        ({"iterations": -1}, ValueError),
+        ({"iterations": "3"}, TypeError),
+        ({"timeout": "3"}, TypeError),
+        ({"name": 5}, TypeError),
+    ]:
+        with pytest.raises(exc):
+            run_concurrently(ran.append, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="callable"):
+        run_concurrently(5)  # type: ignore[arg-type]
+    assert ran == []
+    assert run_concurrently(ran.append, threads=2, iterations=0) == [[], []]
+
+
+@pytest.mark.thread_unsafe(reason="replaces threading.Thread for the duration of the test")
+def test_a_thread_that_cannot_start_releases_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[threading.Thread] = []
+    real = threading.Thread
+
+    class Limited(real):  # type: ignore[misc,valid-type]
+        def start(self) -> None:
+            if len(started) == 2:
+                raise RuntimeError("can't start new thread")
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Limited)
+    ran: list[int] = []
+    with pytest.raises(RuntimeError, match="can't start"):
+        run_concurrently(ran.append, threads=5, timeout=30)
+    assert len(started) == 2 and not any(t.is_alive() for t in started)
+    assert ran == []  # nobody passed the barrier

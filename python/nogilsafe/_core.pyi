@@ -13,6 +13,7 @@ from collections.abc import (
 )
 from collections.abc import Iterator as _Iterator
 from collections.abc import Mapping as _Mapping
+from numbers import Real
 from types import GenericAlias
 from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
 from typing import Generic as _Generic
@@ -61,7 +62,8 @@ class AtomicInt:
 
     def __new__(cls, value: SupportsIndex = 0) -> Self: ...
     def local(self) -> AtomicInt:
-        """A per-thread view sharing this integer."""
+        """A per-thread view sharing this integer (pickled and deep-copied as a view of its
+        owner's copy)."""
     def get(self) -> int: ...
     def set(self, value: SupportsIndex) -> None: ...
     def increment(self, delta: SupportsIndex = 1) -> int:
@@ -87,14 +89,14 @@ class AtomicInt:
     def __bool__(self) -> bool: ...
     def __eq__(self, other: object) -> bool: ...
     def __ne__(self, other: object) -> bool: ...
-    def __lt__(self, other: int | AtomicInt) -> bool: ...
-    def __le__(self, other: int | AtomicInt) -> bool: ...
-    def __gt__(self, other: int | AtomicInt) -> bool: ...
-    def __ge__(self, other: int | AtomicInt) -> bool: ...
+    # Compares with any number (int, float, Fraction, Decimal, ...) as an int does.
+    def __lt__(self, other: float | Real | AtomicInt) -> bool: ...
+    def __le__(self, other: float | Real | AtomicInt) -> bool: ...
+    def __gt__(self, other: float | Real | AtomicInt) -> bool: ...
+    def __ge__(self, other: float | Real | AtomicInt) -> bool: ...
     __hash__: None  # type: ignore[assignment]
     def __reduce__(self) -> tuple[Any, ...]: ...
     def __copy__(self) -> AtomicInt: ...
-    def __deepcopy__(self, memo: Any) -> AtomicInt: ...
 
 _T = TypeVar("_T")
 _S = TypeVar("_S")
@@ -253,32 +255,34 @@ DELETE: Sentinel
 MISSING: Sentinel
 """Passed to a ``compute`` function when the key is absent."""
 
-@final
 class ThreadSafeDict(Generic[_K, _V]):
     """A dict shared by threads: sharded, every operation atomic, iteration on snapshots.
 
-    Registered as a ``collections.abc.MutableMapping``. Iteration, ``keys()``, ``values()`` and
-    ``items()`` work on a consistent snapshot taken at the call and never raise because of
-    concurrent writes. Whole-table operations (``update``, ``clear``, ``snapshot``, ``len``,
-    ``==``) see or make a consistent cut. Callables (``compute``, factories, a key's ``__eq__``)
-    never run under a lock; if they modify the same dict they get ``ReentrancyError``.
+    Registered as a ``collections.abc.MutableMapping``; subclassable like ``dict`` (``__init__``
+    builds it, ``__missing__`` is honoured). Iteration, ``keys()``, ``values()`` and ``items()``
+    work on a consistent snapshot taken at the call and never raise because of concurrent
+    writes. Whole-table operations (``update``, ``clear``, ``snapshot``, ``len``, ``==``) see or
+    make a consistent cut. Callables (``compute``, factories, a key's ``__eq__``) never run under
+    a lock; a ``compute``-style function or factory that modifies the same dict gets
+    ``ReentrancyError``.
     """
 
     @overload
-    def __new__(cls) -> Self: ...
+    def __init__(self) -> None: ...
     @overload
-    def __new__(cls: type[ThreadSafeDict[str, _V]], **kwargs: _V) -> ThreadSafeDict[str, _V]: ...
+    def __init__(self: ThreadSafeDict[str, _V], **kwargs: _V) -> None: ...
     @overload
-    def __new__(cls, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] | None, /) -> Self: ...
+    def __init__(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None: ...
     @overload
-    def __new__(
-        cls: type[ThreadSafeDict[str, _V]],
-        arg: Mapping[str, _V] | Iterable[tuple[str, _V]] | None,
+    def __init__(
+        self: ThreadSafeDict[str, _V],
+        arg: Mapping[str, _V] | Iterable[tuple[str, _V]],
         /,
         **kwargs: _V,
-    ) -> ThreadSafeDict[str, _V]: ...
-    def local(self) -> ThreadSafeDict[_K, _V]:
-        """A per-thread view sharing this dict's table."""
+    ) -> None: ...
+    def local(self) -> Self:
+        """A per-thread view sharing this dict's table (of the same class; pickled and
+        deep-copied as a view of its owner's copy)."""
     def __getitem__(self, key: _K, /) -> _V: ...
     def __setitem__(self, key: _K, value: _V, /) -> None: ...
     def __delitem__(self, key: _K, /) -> None: ...
@@ -289,27 +293,25 @@ class ThreadSafeDict(Generic[_K, _V]):
         """Iterate over a snapshot of the keys taken now."""
     def __reversed__(self) -> Iterator[_K]: ...
     @overload
-    def get(self, key: _K, default: None = None) -> _V | None: ...
+    def get(self, key: _K, default: None = None, /) -> _V | None: ...
     @overload
-    def get(self, key: _K, default: _V | _T) -> _V | _T: ...
-    def setdefault(self, key: _K, default: _V = ...) -> _V:
+    def get(self, key: _K, default: _V | _T, /) -> _V | _T: ...
+    def setdefault(self, key: _K, default: _V = ..., /) -> _V:
         """Insert ``key`` with ``default`` if absent, atomically; return the stored value."""
     @overload
-    def pop(self, key: _K) -> _V: ...
+    def pop(self, key: _K, /) -> _V: ...
     @overload
-    def pop(self, key: _K, default: _V | _T) -> _V | _T: ...
+    def pop(self, key: _K, default: _V | _T, /) -> _V | _T: ...
     def popitem(self) -> tuple[_K, _V]:
         """Remove and return the most recently inserted pair (O(n))."""
-    def update(
-        self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] | None = None, /, **kwargs: _V
-    ) -> None:
+    def update(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] = ..., /, **kwargs: _V) -> None:
         """Like ``dict.update``, but all-or-nothing and never seen half-applied."""
-    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]]) -> None:
+    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None:
         """Apply every pair atomically."""
     def clear(self) -> None: ...
     def copy(self) -> ThreadSafeDict[_K, _V]:
         """A shallow, independent copy taken atomically."""
-    def __copy__(self) -> ThreadSafeDict[_K, _V]: ...
+    def __copy__(self) -> Self: ...
     def snapshot(self) -> dict[_K, _V]:
         """A plain ``dict`` copy taken atomically."""
     def keys(self) -> KeysView[_K]:
@@ -319,52 +321,49 @@ class ThreadSafeDict(Generic[_K, _V]):
     def items(self) -> ItemsView[_K, _V]:
         """The items of a snapshot taken now."""
     @classmethod
-    def fromkeys(cls, iterable: Iterable[_T], value: Any = None) -> ThreadSafeDict[_T, Any]: ...
-    def __class_getitem__(cls, item: Any) -> GenericAlias: ...
+    def fromkeys(cls, iterable: Iterable[_T], value: Any = None, /) -> ThreadSafeDict[_T, Any]: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
     def __or__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
     def __ror__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
-    # Narrower than __or__ on purpose, as typeshed's dict.__ior__: in place, the key and value
-    # types cannot widen.
-    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...  # type: ignore[misc]
+    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
     def get_or_insert_with(
-        self, key: _K, factory: Callable[[], _V], *, timeout: float | None = None
+        self, key: _K, factory: Callable[[], _V], /, *, timeout: float | None = None
     ) -> _V:
         """Return ``key``'s value, inserting ``factory()`` first if absent.
 
         ``factory`` runs with no lock held, once per successful insert: concurrent callers for
         the same key wait (``LockTimeoutError`` after ``timeout`` seconds) and get the same value.
         """
-    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel]) -> _V | None:
+    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel], /) -> _V | None:
         """Store ``fn(value)`` (``fn(MISSING)`` when absent) atomically; ``DELETE`` removes the key.
 
         ``fn`` runs with no lock held and reruns if the entry changed meanwhile. Returns the new
         value, or None when the key was deleted.
         """
     def update_value(
-        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel | None = None
+        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ..., /
     ) -> _V | None:
-        """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default; a
-        ``None`` default counts as none)."""
-    def compare_and_set(self, key: _K, expected: object, new: _V) -> bool:
+        """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default)."""
+    def compare_and_set(self, key: _K, expected: object, new: _V, /) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (identity, or C-level equality of
         int/float/str/bytes/bool/None/tuples of those; never a Python ``__eq__``)."""
-    def pop_if(self, key: _K, expected: object) -> bool:
+    def pop_if(self, key: _K, expected: object, /) -> bool:
         """Remove ``key`` if its value is ``expected`` (same rule as ``compare_and_set``)."""
-    def swap(self, key: _K, value: _V, default: Any = None) -> Any:
+    def swap(self, key: _K, value: _V, default: Any = None, /) -> Any:
         """Store ``value``; return the previous value (``default`` if absent)."""
-    def increment(self, key: _K, delta: Any = None, default: Any = None) -> Any:
-        """Add ``delta`` (None: 1) to the value (``default`` when absent, None: 0) atomically;
-        return the result."""
+    def increment(self, key: _K, delta: Any = 1, default: Any = 0, /) -> Any:
+        """Add ``delta`` to the value (``default`` when absent) atomically; return the result."""
     @property
     def compute_retries(self) -> int:
         """How many times an optimistic operation reran its function."""
 
 # --- ThreadSafeState ------------------------------------------------------------------------------
 
+_T = _TypeVar("_T")
 _D = _TypeVar("_D")
 _R = _TypeVar("_R")
 
@@ -537,4 +536,4 @@ class ThreadSafeState(_Generic[_T]):
         thread; an exception goes to ``sys.unraisablehook``."""
     def diff(self, from_version: int, to_version: int) -> dict[str, tuple[Any, Any]]:
         """``{key: (old, new)}`` for each key that differs (a missing side is None)."""
-    def __class_getitem__(cls, _item: Any) -> Any: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...

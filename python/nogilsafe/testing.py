@@ -10,6 +10,8 @@ function.
 
 from __future__ import annotations
 
+import math
+import numbers
 import sys
 import threading
 import time
@@ -58,11 +60,32 @@ def is_free_threaded() -> bool:
     return check is not None and not check()
 
 
+def _count(value: object, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {value}")
+    return value
+
+
+def _timeout(timeout: object) -> float | None:
+    """Seconds to wait, or None for no limit (``None``, or anything beyond what the threading
+    module can wait for: ``math.inf``, ``1e300``)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    t = float(timeout)
+    if math.isnan(t) or t <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    return None if t >= threading.TIMEOUT_MAX else t
+
+
 def run_concurrently(
     fn: Callable[[int], R],
     threads: int = 8,
     iterations: int = 1,
-    timeout: float = 30.0,
+    timeout: float | None = 30.0,
     *,
     name: str = "nogilsafe-worker",
 ) -> list[list[R]]:
@@ -72,24 +95,27 @@ def run_concurrently(
     returned. Raises ``ConcurrentFailure`` (an ``ExceptionGroup``) holding every exception, each
     annotated with the thread that raised it, or ``StuckThreadsError`` naming the threads still
     running after ``timeout`` seconds, with their current stacks. Stuck threads are daemons, so
-    they cannot keep the process alive.
+    they cannot keep the process alive. ``timeout=None`` (or ``math.inf``, or any value beyond
+    ``threading.TIMEOUT_MAX``) waits without a limit; NaN, zero or negative is ``ValueError``,
+    raised before any thread starts.
     """
-    if threads < 1:
-        raise ValueError("threads must be at least 1")
-    if iterations < 0:
-        raise ValueError("iterations must be non-negative")
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    threads = _count(threads, "threads", 1)
+    iterations = _count(iterations, "iterations", 0)
+    limit = _timeout(timeout)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
 
     barrier = threading.Barrier(threads)
-    results: list[list[R]] = [[] for _ in range(threads)]
+    results: list[list[R]] = []  # one list per thread, added as each starts
     errors: list[tuple[str, BaseException]] = []
     errors_lock = threading.Lock()
 
     def worker(index: int) -> None:
         out = results[index]
         try:
-            barrier.wait(timeout)
+            barrier.wait(limit)
             for _ in range(iterations):
                 out.append(fn(index))
         except threading.BrokenBarrierError:
@@ -99,15 +125,22 @@ def run_concurrently(
                 errors.append((threading.current_thread().name, exc))
             barrier.abort()
 
-    workers = [
-        threading.Thread(target=worker, args=(i,), name=f"{name}-{i}", daemon=True)
-        for i in range(threads)
-    ]
-    deadline = time.monotonic() + timeout
+    workers: list[threading.Thread] = []
+    deadline = None if limit is None else time.monotonic() + limit
+    try:
+        for i in range(threads):
+            results.append([])
+            t = threading.Thread(target=worker, args=(i,), name=f"{name}-{i}", daemon=True)
+            t.start()
+            workers.append(t)
+    except BaseException:
+        # Could not start them all (too many threads?): release those waiting at the barrier.
+        barrier.abort()
+        for t in workers:
+            t.join()
+        raise
     for t in workers:
-        t.start()
-    for t in workers:
-        t.join(max(0.0, deadline - time.monotonic()))
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     stuck = [t for t in workers if t.is_alive()]
     if stuck:

@@ -689,7 +689,7 @@ impl ThreadSafeList {
         cls: &Bound<'py, PyType>,
         item: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyGenericAlias>> {
-        PyGenericAlias::new(cls.py(), cls.as_any(), item)
+        crate::shared::class_getitem(cls, item)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

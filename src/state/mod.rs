@@ -503,8 +503,12 @@ impl ThreadSafeState {
     }
 
     #[classmethod]
-    fn __class_getitem__(cls: &Bound<'_, PyType>, _item: &Bound<'_, PyAny>) -> Py<PyType> {
-        cls.clone().unbind()
+    #[pyo3(signature = (item, /))]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyGenericAlias>> {
+        crate::shared::class_getitem(cls, item)
     }
 
     /// A per-thread view sharing this state.
@@ -1203,6 +1207,15 @@ pub struct StateSnapshot {
 
 #[pymethods]
 impl StateSnapshot {
+    #[classmethod]
+    #[pyo3(signature = (item, /))]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyGenericAlias>> {
+        crate::shared::class_getitem(cls, item)
+    }
+
     #[getter]
     fn version(&self) -> u64 {
         self.v.number
@@ -1433,6 +1446,15 @@ impl StateTransaction {
 
 #[pymethods]
 impl StateTransaction {
+    #[classmethod]
+    #[pyo3(signature = (item, /))]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyGenericAlias>> {
+        crate::shared::class_getitem(cls, item)
+    }
+
     #[pyo3(signature = (key, default = None))]
     fn get<'py>(
         &self,
