@@ -123,7 +123,8 @@ SCENARIOS = {
             while True:
                 a.update(lambda v: slow() + v)
         start(work)
-    """,    "AsyncOnceCell factory on a daemon thread's loop": """
+    """,
+    "AsyncOnceCell factory on a daemon thread's loop": """
         import asyncio
         cell = ns.AsyncOnceCell()
         async def factory():

@@ -41,7 +41,7 @@ def test_once_cells_refuse_copying_and_pickling(name: str, how: str) -> None:
     # copy not sharing it would compute the "once" value twice. Both are refused, views too.
     cell = cells()[name]
     attempt = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle.dumps}[how]
-    with pytest.raises(TypeError, match="once-cell.*shared by identity"):
+    with pytest.raises(TypeError, match=r"once-cell.*shared by identity"):
         attempt(cell)
 
 

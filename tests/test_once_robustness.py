@@ -9,7 +9,7 @@ import weakref
 from typing import Any
 
 import pytest
-from nogilsafe import AsyncOnceCell, AsyncSingleton, OnceCell, run_once
+from nogilsafe import AsyncOnceCell, AsyncSingleton, run_once
 
 from tests._child import run_child
 

@@ -35,7 +35,7 @@ print("FREED")
         # ... by a snapshot of it.
         's = ns.ThreadSafeState(isolation="reference"); s.set("p", x); x = s.snapshot(); del s',
         # ... by a subscriber's closure.
-        's = ns.ThreadSafeState(); s.subscribe(lambda c, x=x: None); x = s; del s',
+        "s = ns.ThreadSafeState(); s.subscribe(lambda c, x=x: None); x = s; del s",
     ],
 )
 def test_a_chain_of_100000_states_frees_without_recursing(make: str) -> None:

@@ -98,7 +98,7 @@ mod tests {
                 let obj = py.eval(src, None, None).unwrap();
                 let k = key_of(&obj).unwrap();
                 let back = key_str(py, &k).unwrap();
-                assert!(back.eq(&obj).unwrap());
+                assert!(back.as_any().eq(&obj).unwrap());
             }
             let pair = key_of(&py.eval(c"'\\ud83d\\ude00'", None, None).unwrap()).unwrap();
             let emoji = key_of(&py.eval(c"'\\U0001f600'", None, None).unwrap()).unwrap();
