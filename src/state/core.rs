@@ -228,78 +228,83 @@ impl StateCore {
         count: impl FnOnce(&mut Counts),
         build: impl FnOnce(&Version) -> Plan,
     ) -> Outcome {
-        let outcome = sync::with_lock(py, &self.writer, |w, grave: &mut Graveyard<'_, Removed>| {
-            let cur = self.current.load_full();
-            let (map, pending) = match build(&cur) {
-                Plan::Commit(m, p) => (m, p),
-                Plan::Unchanged => {
-                    grave.push(Removed::Version(cur));
-                    return Outcome::Unchanged;
+        // (outcome, whether a batch was queued for the subscribers)
+        let (outcome, queued) =
+            sync::with_lock(py, &self.writer, |w, grave: &mut Graveyard<'_, Removed>| {
+                let cur = self.current.load_full();
+                let (map, pending) = match build(&cur) {
+                    Plan::Commit(m, p) => (m, p),
+                    Plan::Unchanged => {
+                        grave.push(Removed::Version(cur));
+                        return (Outcome::Unchanged, false);
+                    }
+                    Plan::Conflict => {
+                        grave.push(Removed::Version(cur));
+                        return (Outcome::Conflict, false);
+                    }
+                };
+                let number = cur.number + 1;
+                grave.push(Removed::Version(cur));
+                let ts = now();
+                let by: Option<Arc<str>> = changed_by.map(Arc::from);
+                let records = pending.into_iter().map(|p| {
+                    Arc::new(ChangeRecord {
+                        version: number,
+                        key: p.key,
+                        operation: p.operation,
+                        old: p.old,
+                        new: p.new,
+                        versions: p.versions,
+                        changed_by: by.clone(),
+                        timestamp: ts,
+                    })
+                });
+                // Subscribers get this commit's records through the delivery queue, in version
+                // order; without any, the records go straight into the history (saving a vector and
+                // two atomic operations per record).
+                let queued = self.n_subs.load(Ordering::Acquire) > 0;
+                if queued {
+                    let records: Vec<Arc<ChangeRecord>> = records.collect();
+                    if w.max_history > 0 {
+                        w.history.extend(records.iter().cloned());
+                    }
+                    // Lock order: writer, then deliveries (nothing takes them the other way round).
+                    sync::lock(py, &self.deliveries)
+                        .queue
+                        .push_back(Batch::new(number, records));
+                } else if w.max_history > 0 {
+                    w.history.extend(records);
+                } else {
+                    // No history, nobody to tell: the records only carried the removed values.
+                    records.for_each(|r| grave.push(Removed::Record(r)));
                 }
-                Plan::Conflict => {
-                    grave.push(Removed::Version(cur));
-                    return Outcome::Conflict;
+                while w.history.len() > w.max_history {
+                    if let Some(r) = w.history.pop_front() {
+                        grave.push(Removed::Record(r));
+                    }
                 }
-            };
-            let number = cur.number + 1;
-            grave.push(Removed::Version(cur));
-            let ts = now();
-            let by: Option<Arc<str>> = changed_by.map(Arc::from);
-            let records = pending.into_iter().map(|p| {
-                Arc::new(ChangeRecord {
-                    version: number,
-                    key: p.key,
-                    operation: p.operation,
-                    old: p.old,
-                    new: p.new,
-                    versions: p.versions,
-                    changed_by: by.clone(),
-                    timestamp: ts,
-                })
+                let new = Arc::new(Version { number, map });
+                self.current.store(Arc::clone(&new));
+                w.roots.push_back(new);
+                let oldest = w.oldest_retained(number);
+                while w.roots.front().is_some_and(|v| v.number < oldest) {
+                    if let Some(v) = w.roots.pop_front() {
+                        grave.push(Removed::Version(v));
+                    }
+                }
+                w.counts.commits += 1;
+                count(&mut w.counts);
+                (Outcome::Committed(number), queued)
             });
-            // Subscribers get this commit's records through the delivery queue, in version
-            // order; without any, the records go straight into the history (saving a vector and
-            // two atomic operations per record).
-            if self.n_subs.load(Ordering::Acquire) > 0 {
-                let records: Vec<Arc<ChangeRecord>> = records.collect();
-                if w.max_history > 0 {
-                    w.history.extend(records.iter().cloned());
-                }
-                // Lock order: writer, then deliveries (nothing takes them the other way round).
-                sync::lock(py, &self.deliveries)
-                    .queue
-                    .push_back(Batch::new(number, records));
-            } else if w.max_history > 0 {
-                w.history.extend(records);
-            } else {
-                // No history, nobody to tell: the records only carried the removed values.
-                records.for_each(|r| grave.push(Removed::Record(r)));
-            }
-            while w.history.len() > w.max_history {
-                if let Some(r) = w.history.pop_front() {
-                    grave.push(Removed::Record(r));
-                }
-            }
-            let new = Arc::new(Version { number, map });
-            self.current.store(Arc::clone(&new));
-            w.roots.push_back(new);
-            let oldest = w.oldest_retained(number);
-            while w.roots.front().is_some_and(|v| v.number < oldest) {
-                if let Some(v) = w.roots.pop_front() {
-                    grave.push(Removed::Version(v));
-                }
-            }
-            w.counts.commits += 1;
-            count(&mut w.counts);
-            Outcome::Committed(number)
-        });
         if let Outcome::Committed(number) = outcome {
             // Pairs with the fence in `register_async_waiter`: either we see its count, or its
             // snapshot (taken after registering) sees our version.
             fence(Ordering::SeqCst);
             self.changed.notify_all();
             self.wake_async_waiters(py);
-            self.deliver(py, number);
+            if queued {
+                self.deliver(py, number);
+            }
         }
         outcome
     }
