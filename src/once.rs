@@ -431,6 +431,7 @@ const NOT_COPYABLE: &str = "cannot pickle or copy a once-cell: it is shared by i
 
 impl OnceCell {
     /// The value, computing it with `factory()` if the cell is empty (see `get_or_init`).
+    #[inline(never)]
     fn value_or_init(
         &self,
         py: Python<'_>,
@@ -523,6 +524,7 @@ impl OnceCell {
     /// it ends (`timeout` seconds at most, then `LockTimeoutError`). If `factory` raises, that
     /// caller and every caller that waited for it get its exception, and the cell stays empty.
     #[pyo3(signature = (factory, timeout = None))]
+    #[inline]
     fn get_or_init(
         &self,
         py: Python<'_>,

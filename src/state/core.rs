@@ -21,6 +21,8 @@ pub type Map = imbl::HashMap<Key, Arc<Frozen>>;
 pub struct Version {
     pub number: u64,
     pub map: Map,
+    /// How the values were stored (for a snapshot that is pickled).
+    pub isolation: Isolation,
 }
 
 #[derive(Default)]
@@ -167,7 +169,11 @@ pub fn glue(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 impl StateCore {
     pub fn new(map: Map, max_history: usize, isolation: Isolation) -> Self {
-        let v = Arc::new(Version { number: 0, map });
+        let v = Arc::new(Version {
+            number: 0,
+            map,
+            isolation,
+        });
         let mut roots = VecDeque::new();
         roots.push_back(Arc::clone(&v));
         StateCore {
@@ -203,7 +209,11 @@ impl StateCore {
 
     /// What `__init__` does once, before the state is used: `map` becomes version 0.
     pub fn configure(&self, py: Python<'_>, map: Map, max_history: usize, isolation: Isolation) {
-        let v = Arc::new(Version { number: 0, map });
+        let v = Arc::new(Version {
+            number: 0,
+            map,
+            isolation,
+        });
         sync::with_lock(py, &self.writer, |w, grave: &mut Graveyard<'_, Removed>| {
             w.max_history = max_history;
             self.isolation.store(isolation as u8, Ordering::Relaxed);
@@ -244,6 +254,7 @@ impl StateCore {
                     }
                 };
                 let number = cur.number + 1;
+                let cur_isolation = cur.isolation;
                 grave.push(Removed::Version(cur));
                 let ts = now();
                 let by: Option<Arc<str>> = changed_by.map(Arc::from);
@@ -283,7 +294,11 @@ impl StateCore {
                         grave.push(Removed::Record(r));
                     }
                 }
-                let new = Arc::new(Version { number, map });
+                let new = Arc::new(Version {
+                    number,
+                    map,
+                    isolation: cur_isolation,
+                });
                 self.current.store(Arc::clone(&new));
                 w.roots.push_back(new);
                 let oldest = w.oldest_retained(number);

@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyString};
 
 pub type Key = Arc<[u8]>;
 
+#[cold]
 fn not_str(key: &Bound<'_, PyAny>) -> PyErr {
     let name = key
         .get_type()
@@ -26,12 +27,14 @@ fn not_str(key: &Bound<'_, PyAny>) -> PyErr {
 
 /// The bytes `key` is stored under, borrowed from the str object when it is valid UTF-8.
 /// `TypeError` if `key` is not a `str` (subclasses included, as before).
+#[inline]
 pub fn key_bytes<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     let s = key.cast::<PyString>().map_err(|_| not_str(key))?;
     str_bytes(s)
 }
 
 /// As `key_bytes`, for an object already known to be a `str`.
+#[inline]
 pub fn str_bytes<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
     let mut size: ffi::Py_ssize_t = 0;
     // SAFETY: `s` is a live str; the returned buffer is cached inside it and lives as long as
@@ -42,6 +45,12 @@ pub fn str_bytes<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
         let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size as usize) };
         return Ok(Cow::Borrowed(bytes));
     }
+    with_surrogates(s).map(Cow::Owned)
+}
+
+/// The "surrogatepass" encoding of a str that has no UTF-8 form.
+#[cold]
+fn with_surrogates(s: &Bound<'_, PyString>) -> PyResult<Vec<u8>> {
     // The UnicodeEncodeError about the surrogate: replaced by the lossless encoding below.
     drop(PyErr::take(s.py()));
     // SAFETY: a live str and two NUL-terminated C strings; a new bytes object or NULL.
@@ -50,15 +59,17 @@ pub fn str_bytes<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
     };
     // SAFETY: a new reference or NULL with an error set.
     let b = unsafe { Bound::from_owned_ptr_or_err(s.py(), encoded) }?;
-    Ok(Cow::Owned(b.cast_into::<PyBytes>()?.as_bytes().to_vec()))
+    Ok(b.cast_into::<PyBytes>()?.as_bytes().to_vec())
 }
 
 /// A stored key for `key`.
+#[inline]
 pub fn key_of(key: &Bound<'_, PyAny>) -> PyResult<Key> {
     Ok(Arc::from(&*key_bytes(key)?))
 }
 
 /// The `str` a stored key came from.
+#[inline]
 pub fn key_str<'py>(py: Python<'py>, key: &[u8]) -> PyResult<Bound<'py, PyString>> {
     // A slice is never longer than isize::MAX bytes.
     let len = key.len() as ffi::Py_ssize_t;

@@ -107,7 +107,7 @@ impl ThreadSafeState {
     }
 
     fn snapshot_of(&self, v: Arc<core::Version>) -> StateSnapshot {
-        StateSnapshot::new(v, self.core.isolation())
+        StateSnapshot::new(v)
     }
 }
 

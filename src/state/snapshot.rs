@@ -17,13 +17,11 @@ use crate::pycall;
 #[pyclass(frozen, module = "nogilsafe", name = "StateSnapshot")]
 pub struct StateSnapshot {
     pub v: Arc<Version>,
-    /// How the state stored the values: an unpickled snapshot stores them the same way.
-    isolation: Isolation,
 }
 
 impl StateSnapshot {
-    pub fn new(v: Arc<Version>, isolation: Isolation) -> Self {
-        StateSnapshot { v, isolation }
+    pub fn new(v: Arc<Version>) -> Self {
+        StateSnapshot { v }
     }
 
     fn find(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<&Arc<Frozen>>> {
@@ -157,7 +155,8 @@ impl StateSnapshot {
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let restore = py.import("nogilsafe._core")?.getattr("_restore_snapshot")?;
-        let args = (self.v.number, self.to_dict(py)?, self.isolation.name());
+        // An unpickled snapshot stores its values as the state did.
+        let args = (self.v.number, self.to_dict(py)?, self.v.isolation.name());
         (restore, args).into_pyobject(py)
     }
 }
@@ -174,11 +173,9 @@ pub fn _restore_snapshot(
     for (k, v) in items.iter() {
         map.insert(key_of(&k)?, freeze(&v, isolation)?);
     }
-    Ok(StateSnapshot::new(
-        Arc::new(Version {
-            number: version,
-            map,
-        }),
+    Ok(StateSnapshot::new(Arc::new(Version {
+        number: version,
+        map,
         isolation,
-    ))
+    })))
 }
