@@ -321,12 +321,14 @@ def singleton(factory: Callable[[], T]) -> SingletonFunction[T]:
 
 
 async def _call_async_singleton(
-    cell: AsyncOnceCell[T],
+    peek: Callable[[], T | None],
+    cell: OnceCell[T],
     factory: Callable[[], Awaitable[T]],
     /,
     *args: object,
     timeout: float | None = None,
 ) -> T:
+    # `peek` is the cell's bound `get`, passed in so the ready path looks nothing up.
     if args:
         name = getattr(factory, "__qualname__", "async_singleton")
         n = len(args)
@@ -335,10 +337,10 @@ async def _call_async_singleton(
             "given (an @async_singleton function takes no arguments; its only option is the "
             "keyword timeout=)"
         )
-    value = cell._peek()
+    value = peek()
     if value is not None:
         return value
-    return await _get_or_init(cell._cell, factory, timeout)
+    return await _get_or_init(cell, factory, timeout)
 
 
 def async_singleton(factory: Callable[[], Awaitable[T]]) -> AsyncSingletonFunction[T]:
@@ -347,7 +349,7 @@ def async_singleton(factory: Callable[[], Awaitable[T]]) -> AsyncSingletonFuncti
     arguments but the keyword ``timeout=``."""
     cell: AsyncOnceCell[T] = AsyncOnceCell()
     # inspect.iscoroutinefunction sees through the partial to the async function.
-    instance = functools.partial(_call_async_singleton, cell, factory)
+    instance = functools.partial(_call_async_singleton, cell._peek, cell._cell, factory)
     functools.update_wrapper(instance, factory)
     instance.cell = cell  # type: ignore[attr-defined]
     instance.reset = cell.reset  # type: ignore[attr-defined]
