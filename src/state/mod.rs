@@ -56,7 +56,7 @@ use crate::shared::SharedCore;
 use crate::{pycall, sync};
 use frozen::{freeze, thaw, Frozen, Isolation};
 use history::StateChange;
-use keys::{key_bytes, key_of, key_repr, key_str};
+use keys::{key_bytes, key_of, key_repr, key_str, KeyRef};
 use snapshot::StateSnapshot;
 use subscription::Subscription;
 use transaction::StateTransaction;
@@ -90,7 +90,7 @@ impl ThreadSafeState {
 
     fn lookup(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Frozen>>> {
         let k = key_bytes(key)?;
-        Ok(self.core.current.load().map.get(&*k).cloned())
+        Ok(self.core.current.load().map.get(KeyRef::new(&k)).cloned())
     }
 
     fn available_keys(&self, py: Python<'_>) -> String {
@@ -268,7 +268,7 @@ impl ThreadSafeState {
             |c| c.sets += 1,
             |cur| {
                 let mut m = cur.map.clone();
-                let old = m.insert(Arc::clone(&key), Arc::clone(&new));
+                let old = m.insert(key.clone(), Arc::clone(&new));
                 Plan::Commit(m, vec![Pending::of(key, "set", old, Some(new))])
             },
         );
@@ -307,7 +307,7 @@ impl ThreadSafeState {
                 let pending = items
                     .into_iter()
                     .map(|(k, v)| {
-                        let old = m.insert(Arc::clone(&k), Arc::clone(&v));
+                        let old = m.insert(k.clone(), Arc::clone(&v));
                         Pending::of(k, "update", old, Some(v))
                     })
                     .collect();
@@ -337,7 +337,7 @@ impl ThreadSafeState {
                 }
                 let mut m = cur.map.clone();
                 let old = m.remove(&key);
-                Plan::Commit(m, vec![Pending::of(Arc::clone(&key), "delete", old, None)])
+                Plan::Commit(m, vec![Pending::of(key.clone(), "delete", old, None)])
             },
         );
         Ok(matches!(o, Outcome::Committed(_)))
@@ -358,7 +358,7 @@ impl ThreadSafeState {
                 let pending = cur
                     .map
                     .iter()
-                    .map(|(k, v)| Pending::of(Arc::clone(k), "clear", Some(Arc::clone(v)), None))
+                    .map(|(k, v)| Pending::of(k.clone(), "clear", Some(Arc::clone(v)), None))
                     .collect();
                 Plan::Commit(Map::new(), pending)
             },

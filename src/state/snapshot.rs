@@ -9,7 +9,7 @@ use pyo3::{exceptions::PyKeyError, ffi};
 
 use super::core::{Map, Version};
 use super::frozen::{freeze, thaw, Frozen, Isolation};
-use super::keys::{key_of, key_str, str_bytes};
+use super::keys::{key_of, key_str, str_bytes, KeyRef};
 use crate::pycall;
 
 /// Registered as a `collections.abc.Mapping`. Immutable, so copies are the object itself;
@@ -28,7 +28,7 @@ impl StateSnapshot {
         match key.cast::<PyString>() {
             Ok(s) => {
                 let k: Cow<'_, [u8]> = str_bytes(s)?;
-                Ok(self.v.map.get(&*k))
+                Ok(self.v.map.get(KeyRef::new(&k)))
             }
             Err(_) => Ok(None),
         }

@@ -70,9 +70,8 @@ impl StateCore {
                         return Plan::Conflict;
                     }
                     let mut m = cur.map.clone();
-                    let old = m.insert(Arc::clone(&key), Arc::clone(&new));
-                    let p =
-                        Pending::of(Arc::clone(&key), "update_with", old, Some(Arc::clone(&new)));
+                    let old = m.insert(key.clone(), Arc::clone(&new));
+                    let p = Pending::of(key.clone(), "update_with", old, Some(Arc::clone(&new)));
                     Plan::Commit(m, vec![p])
                 },
             );
@@ -115,13 +114,9 @@ impl StateCore {
                         return Plan::Conflict;
                     }
                     let mut m = cur.map.clone();
-                    let old = m.insert(Arc::clone(&key), Arc::clone(&new));
-                    let p = Pending::of(
-                        Arc::clone(&key),
-                        "compare_and_set",
-                        old,
-                        Some(Arc::clone(&new)),
-                    );
+                    let old = m.insert(key.clone(), Arc::clone(&new));
+                    let p =
+                        Pending::of(key.clone(), "compare_and_set", old, Some(Arc::clone(&new)));
                     Plan::Commit(m, vec![p])
                 },
             );
@@ -217,11 +212,11 @@ impl TxInner {
         let mut pending = Vec::new();
         for (k, v) in &self.writes {
             let old = match v {
-                Some(v) => m.insert(Arc::clone(k), Arc::clone(v)),
+                Some(v) => m.insert(k.clone(), Arc::clone(v)),
                 None => m.remove(k),
             };
             if v.is_some() || old.is_some() {
-                pending.push(Pending::of(Arc::clone(k), "transaction", old, v.clone()));
+                pending.push(Pending::of(k.clone(), "transaction", old, v.clone()));
             }
         }
         if pending.is_empty() {
@@ -249,9 +244,7 @@ impl StateTransaction {
             return Ok(v.clone());
         }
         let seen = self.base.map.get(key).cloned();
-        g.reads
-            .entry(Arc::clone(key))
-            .or_insert_with(|| seen.clone());
+        g.reads.entry(key.clone()).or_insert_with(|| seen.clone());
         Ok(seen)
     }
 
@@ -335,7 +328,7 @@ impl StateTransaction {
             for (k, v) in &g.writes {
                 let present = keys.contains(k);
                 match (v, present) {
-                    (Some(_), false) => keys.push(Arc::clone(k)),
+                    (Some(_), false) => keys.push(k.clone()),
                     (None, true) => keys.retain(|x| x != k),
                     _ => {}
                 }
