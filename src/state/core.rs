@@ -242,20 +242,15 @@ impl StateCore {
         let (outcome, queued) =
             sync::with_lock(py, &self.writer, |w, grave: &mut Graveyard<'_, Removed>| {
                 let cur = self.current.load_full();
-                let (map, pending) = match build(&cur) {
+                let plan = build(&cur);
+                let (number, isolation) = (cur.number + 1, cur.isolation);
+                // Never the last reference: `w.roots` ends with the version `current` publishes.
+                drop(cur);
+                let (map, pending) = match plan {
                     Plan::Commit(m, p) => (m, p),
-                    Plan::Unchanged => {
-                        grave.push(Removed::Version(cur));
-                        return (Outcome::Unchanged, false);
-                    }
-                    Plan::Conflict => {
-                        grave.push(Removed::Version(cur));
-                        return (Outcome::Conflict, false);
-                    }
+                    Plan::Unchanged => return (Outcome::Unchanged, false),
+                    Plan::Conflict => return (Outcome::Conflict, false),
                 };
-                let number = cur.number + 1;
-                let cur_isolation = cur.isolation;
-                grave.push(Removed::Version(cur));
                 let ts = now();
                 let by: Option<Arc<str>> = changed_by.map(Arc::from);
                 let records = pending.into_iter().map(|p| {
@@ -297,7 +292,7 @@ impl StateCore {
                 let new = Arc::new(Version {
                     number,
                     map,
-                    isolation: cur_isolation,
+                    isolation,
                 });
                 self.current.store(Arc::clone(&new));
                 w.roots.push_back(new);
