@@ -11,6 +11,7 @@ mod key;
 mod list;
 mod once;
 mod pycall;
+mod safe_ref;
 mod shared;
 mod state;
 mod sync;

@@ -8,21 +8,38 @@
 //!
 //! Readers of a ready value never lock: the value is published through an `ArcSwapOption`, so
 //! the fast path is one atomic load and one reference-count increment.
+//!
+//! Python references the cell owns (its value, an attempt's outcome) are `SafeRef`s, released
+//! through `pycall` by whichever thread drops them last: freeing a chain of 100,000 cells, each
+//! holding the previous one, does not recurse, and a `__del__` they run is exit-safe. Critical
+//! sections put what they remove into a graveyard (`sync::with_lock`).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::{Condvar, Mutex};
-use pyo3::exceptions::{PyException, PyRuntimeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::REENTRANCY_ERROR;
+use crate::safe_ref::SafeRef;
 use crate::shared::SharedCore;
+use crate::sync::{Buried, Graveyard};
 use crate::{pycall, sync};
+
+/// What `OnceCell._begin` answers (first item of its tuple). `_once.py` reads these names from
+/// `OnceCell`, so the two sides cannot disagree.
+const BEGIN_READY: u8 = 0;
+const BEGIN_OWNER: u8 = 1;
+const BEGIN_WAIT: u8 = 2;
+/// How an attempt ended, as `_OnceAttempt.outcome()` reports it (first item of its tuple).
+const OUTCOME_READY: u8 = 0;
+const OUTCOME_FAILED: u8 = 1;
+const OUTCOME_ABANDONED: u8 = 2;
 
 /// Attempt ids are unique across every cell of the process, so the async glue can recognise "the
 /// attempt whose factory I am running" from an integer alone.
@@ -30,9 +47,9 @@ static NEXT_ATTEMPT: AtomicU64 = AtomicU64::new(1);
 
 /// How an initialisation attempt ended.
 enum Outcome {
-    Ready(Py<PyAny>),
+    Ready(SafeRef),
     /// The exception instance the factory raised; every waiter of this attempt raises it.
-    Failed(Py<PyAny>),
+    Failed(SafeRef),
     /// The owner was cancelled or interrupted: waiters retry, one becomes the next owner.
     Abandoned,
 }
@@ -69,9 +86,40 @@ pub struct OnceCore {
     /// - an attempt's `outcome` is set in the same critical section that takes it out of the
     ///   state, and `ready` is notified after every such section.
     state: Mutex<Phase>,
-    value: ArcSwapOption<Py<PyAny>>,
+    value: ArcSwapOption<SafeRef>,
     /// Sync waiters of the current attempt sleep here (detached).
     ready: Condvar,
+}
+
+impl Drop for OnceCore {
+    /// Waiters of an attempt in progress hold loops and futures: released without recursing.
+    fn drop(&mut self) {
+        if let Phase::Initializing(init) = std::mem::replace(self.state.get_mut(), Phase::Empty) {
+            let mut objs = Some(init.waiters.into_iter().flat_map(|(lp, fut)| [lp, fut]));
+            let _ = Python::try_attach(|py| {
+                if let Some(objs) = objs.take() {
+                    pycall::release_all(py, objs);
+                }
+            });
+        }
+    }
+}
+
+/// What a critical section of the cell takes out and releases after its lock.
+enum Removed {
+    Outcome(Outcome),
+    Waiter(Py<PyAny>, Py<PyAny>),
+    Value(SafeRef),
+}
+
+impl Buried for Removed {
+    fn release(self, py: Python<'_>) {
+        match self {
+            Removed::Outcome(o) => drop(o),
+            Removed::Waiter(lp, fut) => pycall::release_all(py, [lp, fut]),
+            Removed::Value(v) => drop(v),
+        }
+    }
 }
 
 /// What `enter` decided.
@@ -176,30 +224,29 @@ impl OnceCore {
     /// End attempt `id` with `outcome` and wake everyone waiting on it. False if `id` is not the
     /// attempt in progress (already ended).
     fn end(&self, py: Python<'_>, id: u64, outcome: Outcome) -> bool {
-        // Everything taken out of the state is dropped after the guard (declared first).
-        let ended: Initializing;
-        let rejected: Outcome;
-        {
-            let mut g = sync::lock(py, &self.state);
-            match &*g {
-                Phase::Initializing(init) if init.attempt.id == id => {}
-                _ => {
-                    rejected = outcome;
-                    drop(g);
-                    drop(rejected);
-                    return false;
+        let ended = sync::with_lock(
+            py,
+            &self.state,
+            |phase, grave: &mut Graveyard<'_, Removed>| {
+                if !matches!(phase, Phase::Initializing(init) if init.attempt.id == id) {
+                    grave.push(Removed::Outcome(outcome));
+                    return None;
                 }
-            }
-            let Phase::Initializing(init) = std::mem::replace(&mut *g, Phase::Empty) else {
-                unreachable!("checked above")
-            };
-            ended = init;
-            if let Outcome::Ready(v) = &outcome {
-                self.value.store(Some(Arc::new(v.clone_ref(py))));
-                *g = Phase::Ready;
-            }
-            let _ = ended.attempt.outcome.set(outcome);
-        }
+                let Phase::Initializing(init) = std::mem::replace(phase, Phase::Empty) else {
+                    unreachable!("checked above")
+                };
+                if let Outcome::Ready(v) = &outcome {
+                    self.value
+                        .store(Some(Arc::new(SafeRef::new(v.clone_ref(py)))));
+                    *phase = Phase::Ready;
+                }
+                if let Err(unset) = init.attempt.outcome.set(outcome) {
+                    grave.push(Removed::Outcome(unset)); // unreachable: set once, here
+                }
+                Some(init)
+            },
+        );
+        let Some(ended) = ended else { return false };
         self.ready.notify_all();
         wake_async_waiters(py, ended.waiters);
         true
@@ -219,7 +266,7 @@ impl OnceCore {
                 true
             }
             _ => {
-                grave.push((event_loop, future));
+                grave.push(Removed::Waiter(event_loop, future));
                 false
             }
         })
@@ -234,7 +281,8 @@ impl OnceCore {
                         .iter()
                         .position(|(_, f)| f.as_ptr() == future.as_ptr())
                     {
-                        grave.push(init.waiters.swap_remove(pos));
+                        let (lp, fut) = init.waiters.swap_remove(pos);
+                        grave.push(Removed::Waiter(lp, fut));
                     }
                 }
             }
@@ -245,18 +293,18 @@ impl OnceCore {
     fn set(&self, py: Python<'_>, value: Py<PyAny>) -> bool {
         sync::with_lock(py, &self.state, |phase, grave| {
             if matches!(*phase, Phase::Empty) {
-                self.value.store(Some(Arc::new(value)));
+                self.value.store(Some(Arc::new(SafeRef::new(value))));
                 *phase = Phase::Ready;
                 true
             } else {
-                grave.push(value);
+                grave.push(Removed::Value(SafeRef::new(value)));
                 false
             }
         })
     }
 
     /// Empty a ready cell and return its value. An initialisation in progress is left alone.
-    fn take(&self, py: Python<'_>) -> Option<Arc<Py<PyAny>>> {
+    fn take(&self, py: Python<'_>) -> Option<Arc<SafeRef>> {
         let mut g = sync::lock(py, &self.state);
         if matches!(*g, Phase::Ready) {
             *g = Phase::Empty;
@@ -277,21 +325,25 @@ fn wake_async_waiters(py: Python<'_>, waiters: Vec<(Py<PyAny>, Py<PyAny>)>) {
     let mut by_loop: Vec<(Py<PyAny>, Vec<Py<PyAny>>)> = Vec::new();
     for (lp, fut) in waiters {
         match by_loop.iter_mut().find(|(l, _)| l.as_ptr() == lp.as_ptr()) {
-            Some((_, futs)) => futs.push(fut),
+            Some((_, futs)) => {
+                futs.push(fut);
+                pycall::release(py, lp);
+            }
             None => by_loop.push((lp, vec![fut])),
         }
     }
     let waker = waker(py);
     for (lp, futs) in by_loop {
         let result = PyList::new(py, futs).and_then(|futs| {
-            lp.bind(py)
-                .call_method1("call_soon_threadsafe", (waker, futs))
+            let call = lp.bind(py).getattr("call_soon_threadsafe")?;
+            pycall::call(&call, (waker, futs))
         });
         if let Err(e) = result {
             if !e.is_instance_of::<PyRuntimeError>(py) {
                 e.write_unraisable(py, Some(lp.bind(py)));
             }
         }
+        pycall::release(py, lp);
     }
 }
 
@@ -311,11 +363,14 @@ fn waker(py: Python<'_>) -> &Bound<'_, PyCFunction> {
 #[pyfunction]
 fn wake_futures(futures: &Bound<'_, PyList>) {
     for fut in futures.iter() {
-        if matches!(
-            fut.call_method0("done").and_then(|d| d.is_truthy()),
-            Ok(false)
-        ) {
-            let _ = fut.call_method1("set_result", (fut.py().None(),));
+        let done = fut
+            .getattr("done")
+            .and_then(|done| pycall::call0(&done))
+            .and_then(|d| pycall::truthy(&d));
+        if matches!(done, Ok(false)) {
+            let _ = fut
+                .getattr("set_result")
+                .and_then(|set| pycall::call1(&set, fut.py().None()));
         }
     }
 }
@@ -355,22 +410,104 @@ impl OnceAttempt {
         self.attempt.id
     }
 
-    /// `None` while running; then `(0, value)`, `(1, exception)` or `(2, None)` (abandoned).
+    /// `None` while running; then `(OUTCOME_READY, value)`, `(OUTCOME_FAILED, exception)` or
+    /// `(OUTCOME_ABANDONED, None)`.
     fn outcome<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let Some(outcome) = self.attempt.outcome.get() else {
             return Ok(None);
         };
         let t = match outcome {
-            Outcome::Ready(v) => (0, v.clone_ref(py)),
-            Outcome::Failed(e) => (1, e.clone_ref(py)),
-            Outcome::Abandoned => (2, py.None()),
+            Outcome::Ready(v) => (OUTCOME_READY, v.clone_ref(py)),
+            Outcome::Failed(e) => (OUTCOME_FAILED, e.clone_ref(py)),
+            Outcome::Abandoned => (OUTCOME_ABANDONED, py.None()),
         };
         Ok(Some(t.into_pyobject(py)?))
     }
 }
 
+const NOT_COPYABLE: &str = "cannot pickle or copy a once-cell: it is shared by identity (the \
+     value is computed once for everyone holding this cell, and waiters and an initialisation in \
+     progress belong to it); share the cell itself, or make a new one";
+
+impl OnceCell {
+    /// The value, computing it with `factory()` if the cell is empty (see `get_or_init`).
+    #[inline(never)]
+    fn value_or_init(
+        &self,
+        py: Python<'_>,
+        factory: &Bound<'_, PyAny>,
+        deadline: Option<Instant>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let me = sync::thread_id();
+        loop {
+            match self.core.enter_blocking(py, me, deadline, timeout)? {
+                Entered::Ready(v) => return Ok(v),
+                Entered::Failed(e) => return Err(PyErr::from_value(e.into_bound(py))),
+                Entered::Retry => {
+                    // Attempts abandoned one after another must not keep this caller past its
+                    // deadline (it only waits, and so checks, when an attempt is running).
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(sync::timeout_error(
+                            "OnceCell.get_or_init: waiting for the initialiser",
+                            timeout,
+                        ));
+                    }
+                }
+                Entered::Owner(attempt) => return self.run_factory(py, &attempt, factory),
+            }
+        }
+    }
+
+    fn run_factory(
+        &self,
+        py: Python<'_>,
+        attempt: &Attempt,
+        factory: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let guard = AbandonOnDrop {
+            core: &self.core,
+            id: attempt.id,
+        };
+        let result = pycall::call0(factory);
+        std::mem::forget(guard);
+        match result {
+            Ok(v) => {
+                let v = v.unbind();
+                let stored = SafeRef::new(v.clone_ref(py));
+                self.core.end(py, attempt.id, Outcome::Ready(stored));
+                Ok(v)
+            }
+            Err(e) => {
+                // KeyboardInterrupt, SystemExit and the like are not the factory's answer: the
+                // next caller retries instead of inheriting them.
+                let outcome = if e.is_instance_of::<PyException>(py) {
+                    Outcome::Failed(SafeRef::new(e.value(py).clone().into_any().unbind()))
+                } else {
+                    Outcome::Abandoned
+                };
+                self.core.end(py, attempt.id, outcome);
+                Err(e)
+            }
+        }
+    }
+}
+
 #[pymethods]
 impl OnceCell {
+    #[classattr]
+    const _BEGIN_READY: u8 = BEGIN_READY;
+    #[classattr]
+    const _BEGIN_OWNER: u8 = BEGIN_OWNER;
+    #[classattr]
+    const _BEGIN_WAIT: u8 = BEGIN_WAIT;
+    #[classattr]
+    const _OUTCOME_READY: u8 = OUTCOME_READY;
+    #[classattr]
+    const _OUTCOME_FAILED: u8 = OUTCOME_FAILED;
+    #[classattr]
+    const _OUTCOME_ABANDONED: u8 = OUTCOME_ABANDONED;
+
     #[new]
     fn new() -> Self {
         Self::from_core(Arc::new(OnceCore::new()))
@@ -396,6 +533,7 @@ impl OnceCell {
     /// it ends (`timeout` seconds at most, then `LockTimeoutError`). If `factory` raises, that
     /// caller and every caller that waited for it get its exception, and the cell stays empty.
     #[pyo3(signature = (factory, timeout = None))]
+    #[inline]
     fn get_or_init(
         &self,
         py: Python<'_>,
@@ -407,41 +545,32 @@ impl OnceCell {
         if let Some(v) = self.core.peek(py) {
             return Ok(v);
         }
-        let me = sync::thread_id();
-        loop {
-            match self.core.enter_blocking(py, me, deadline, timeout)? {
-                Entered::Ready(v) => return Ok(v),
-                Entered::Failed(e) => return Err(PyErr::from_value(e.into_bound(py))),
-                Entered::Retry => continue,
-                Entered::Owner(attempt) => {
-                    let guard = AbandonOnDrop {
-                        core: &self.core,
-                        id: attempt.id,
-                    };
-                    let result = pycall::call0(factory);
-                    std::mem::forget(guard);
-                    return match result {
-                        Ok(v) => {
-                            let v = v.unbind();
-                            self.core
-                                .end(py, attempt.id, Outcome::Ready(v.clone_ref(py)));
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            // KeyboardInterrupt, SystemExit and the like are not the factory's
-                            // answer: the next caller retries instead of inheriting them.
-                            let outcome = if e.is_instance_of::<PyException>(py) {
-                                Outcome::Failed(e.value(py).clone().into_any().unbind())
-                            } else {
-                                Outcome::Abandoned
-                            };
-                            self.core.end(py, attempt.id, outcome);
-                            Err(e)
-                        }
-                    };
-                }
-            }
+        self.value_or_init(py, factory, deadline, timeout)
+    }
+
+    /// What a `@singleton` function calls: `get_or_init(factory, timeout=timeout)`, refusing
+    /// positional arguments with an error about the decorated function's own signature.
+    #[pyo3(signature = (factory, *args, timeout = None))]
+    fn _call_singleton(
+        &self,
+        py: Python<'_>,
+        factory: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        if !args.is_empty() {
+            let name = factory
+                .getattr("__qualname__")
+                .and_then(|n| n.extract::<String>())
+                .unwrap_or_else(|_| "singleton".to_owned());
+            return Err(PyTypeError::new_err(format!(
+                "{name}() takes no positional arguments but {} {} given (a @singleton function \
+                 takes no arguments; its only option is the keyword timeout=)",
+                args.len(),
+                if args.len() == 1 { "was" } else { "were" }
+            )));
         }
+        self.get_or_init(py, factory, timeout)
     }
 
     /// The value, or `None` if the cell is not initialised. Never blocks.
@@ -462,7 +591,10 @@ impl OnceCell {
     /// initialisation in progress is not interrupted.
     fn take(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         let old = self.core.take(py)?;
-        Some(Arc::try_unwrap(old).unwrap_or_else(|shared| shared.clone_ref(py)))
+        Some(match Arc::try_unwrap(old) {
+            Ok(only) => only.into_inner(),
+            Err(shared) => shared.clone_ref(py),
+        })
     }
 
     /// Empty the cell, so the next `get_or_init` runs its factory again.
@@ -472,9 +604,21 @@ impl OnceCell {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(match self.core.peek(py) {
-            Some(v) => format!("OnceCell({})", v.bind(py).repr()?),
+            Some(v) => {
+                // The value's __repr__ is Python code: called through `pycall`.
+                let repr = py.import("builtins")?.getattr("repr")?;
+                format!("OnceCell({})", pycall::call1(&repr, v)?)
+            }
             None => "OnceCell(<uninitialized>)".to_owned(),
         })
+    }
+
+    fn __reduce_ex__(&self, _protocol: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Err(PyTypeError::new_err(NOT_COPYABLE))
+    }
+
+    fn __reduce__(&self) -> PyResult<Py<PyAny>> {
+        Err(PyTypeError::new_err(NOT_COPYABLE))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -484,7 +628,8 @@ impl OnceCell {
         }
         // Lock-free read: never waits, never attaches.
         if let Some(v) = self.core.value.load().as_ref() {
-            visit.call(&**v)?;
+            let obj: &Py<PyAny> = v;
+            visit.call(obj)?;
         }
         Ok(())
     }
@@ -501,28 +646,35 @@ impl OnceCell {
             }
             _ => None,
         };
+        // Released (through `pycall`, see `SafeRef`) after the lock.
         drop(old);
     }
 
     // ---- the async protocol, driven by nogilsafe._once.AsyncOnceCell ----
 
-    /// `(0, value)` if ready; `(1, attempt)`: the caller owns a new attempt and must end it with
-    /// `_complete`, `_fail` or `_abandon`; `(2, attempt)`: another caller's attempt is running.
+    /// `(BEGIN_READY, value)` if ready; `(BEGIN_OWNER, attempt id)`: the caller owns a new
+    /// attempt and must end it with `_complete`, `_fail` or `_abandon`; `(BEGIN_WAIT, attempt)`:
+    /// another caller's attempt is running. (The owner gets a bare id: a frame holding the
+    /// attempt, which may come to hold the factory's exception, whose traceback holds that
+    /// frame, would be a cycle through Rust that the collector cannot see.)
     fn _begin<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let (kind, obj): (u8, Py<PyAny>) = {
             let mut g = sync::lock(py, &self.core.state);
             match &mut *g {
-                Phase::Ready => (0, self.core.peek(py).expect("Ready has a value")),
+                Phase::Ready => (BEGIN_READY, self.core.peek(py).expect("Ready has a value")),
                 Phase::Empty => {
                     let (init, attempt) = OnceCore::new_attempt(sync::thread_id());
                     *g = Phase::Initializing(init);
                     drop(g);
-                    (1, Py::new(py, OnceAttempt { attempt })?.into_any())
+                    (
+                        BEGIN_OWNER,
+                        attempt.id.into_pyobject(py)?.into_any().unbind(),
+                    )
                 }
                 Phase::Initializing(init) => {
                     let attempt = Arc::clone(&init.attempt);
                     drop(g);
-                    (2, Py::new(py, OnceAttempt { attempt })?.into_any())
+                    (BEGIN_WAIT, Py::new(py, OnceAttempt { attempt })?.into_any())
                 }
             }
         };
@@ -546,28 +698,18 @@ impl OnceCell {
         self.core.remove_waiter(py, id, future)
     }
 
-    fn _complete(&self, py: Python<'_>, id: u64, value: Py<PyAny>) -> PyResult<()> {
-        self.end_checked(py, id, Outcome::Ready(value))
+    /// End attempt `id` with its value; False if it had already ended (abandoned because its
+    /// event loop was closed).
+    fn _complete(&self, py: Python<'_>, id: u64, value: Py<PyAny>) -> bool {
+        self.core.end(py, id, Outcome::Ready(SafeRef::new(value)))
     }
 
-    fn _fail(&self, py: Python<'_>, id: u64, exc: Py<PyAny>) -> PyResult<()> {
-        self.end_checked(py, id, Outcome::Failed(exc))
+    fn _fail(&self, py: Python<'_>, id: u64, exc: Py<PyAny>) -> bool {
+        self.core.end(py, id, Outcome::Failed(SafeRef::new(exc)))
     }
 
-    fn _abandon(&self, py: Python<'_>, id: u64) -> PyResult<()> {
-        self.end_checked(py, id, Outcome::Abandoned)
-    }
-}
-
-impl OnceCell {
-    fn end_checked(&self, py: Python<'_>, id: u64, outcome: Outcome) -> PyResult<()> {
-        if self.core.end(py, id, outcome) {
-            Ok(())
-        } else {
-            Err(PyRuntimeError::new_err(format!(
-                "OnceCell attempt {id} is not in progress"
-            )))
-        }
+    fn _abandon(&self, py: Python<'_>, id: u64) -> bool {
+        self.core.end(py, id, Outcome::Abandoned)
     }
 }
 
@@ -591,7 +733,7 @@ mod tests {
             };
             // Another thread's view: re-entry from the owner thread is refused.
             assert!(core.enter_blocking(py, 1, None, None).is_err());
-            assert!(core.end(py, a.id, Outcome::Failed(py.None())));
+            assert!(core.end(py, a.id, Outcome::Failed(SafeRef::new(py.None()))));
             assert!(
                 !core.end(py, a.id, Outcome::Abandoned),
                 "an attempt ends once"
@@ -602,7 +744,7 @@ mod tests {
                 panic!()
             };
             assert_ne!(a.id, b.id);
-            assert!(core.end(py, b.id, Outcome::Ready(py.None())));
+            assert!(core.end(py, b.id, Outcome::Ready(SafeRef::new(py.None()))));
             assert!(matches!(
                 core.enter_blocking(py, 2, None, None).unwrap(),
                 Entered::Ready(_)

@@ -295,6 +295,90 @@ SCENARIOS = {
                 a.update(lambda v: slow() + v)
         start(work)
     """,
+    "AsyncOnceCell factory on a daemon thread's loop": """
+        import asyncio
+        cell = ns.AsyncOnceCell()
+        async def factory():
+            await asyncio.sleep(0.0005)
+            return slow()
+        def work():
+            async def loop_body():
+                while True:
+                    await ns.AsyncOnceCell().get_or_init(factory)
+                    await cell.get_or_init(factory)  # owners and waiters across loops
+                    cell.reset()
+            asyncio.run(loop_body())
+        start(work)
+    """,
+    "async_singleton and async run_once": """
+        import asyncio
+        @ns.async_singleton
+        async def engine():
+            await asyncio.sleep(0.0005)
+            return slow()
+        class Conn:
+            @ns.run_once
+            async def close(self):
+                await asyncio.sleep(0.0005)
+        def work():
+            async def loop_body():
+                while True:
+                    await engine()
+                    engine.reset()
+                    await Conn().close()
+            asyncio.run(loop_body())
+        start(work)
+    """,
+    "state subscriber callbacks": """
+        s = ns.ThreadSafeState()
+        s.subscribe(lambda changes: slow())
+        def work():
+            n = 0
+            while True:
+                n += 1
+                s.set("k", n)
+        start(work)
+    """,
+    "state.wait_for_async predicate": """
+        import asyncio
+        s = ns.ThreadSafeState({"k": 0})
+        def work():
+            async def loop_body():
+                while True:
+                    try:
+                        await s.wait_for_async(lambda snap: slow() and False, timeout=0.01)
+                    except TimeoutError:
+                        pass
+            asyncio.run(loop_body())
+        def commit():
+            n = 0
+            while True:
+                n += 1
+                s.set("k", n)
+                time.sleep(0.0002)
+        threading.Thread(target=commit, daemon=True).start()
+        start(work)
+    """,
+    "state deepcopy isolation and value __del__": """
+        class SlowCopy(SlowDel):
+            def __deepcopy__(self, memo):
+                time.sleep(0.0005)
+                return SlowCopy()
+        s = ns.ThreadSafeState(isolation="deepcopy", max_history=2)
+        def work():
+            while True:
+                s.set("k", SlowCopy())
+                s.get("k")
+        start(work)
+    """,
+    "OnceCell value __del__": """
+        cell = ns.OnceCell()
+        def work():
+            while True:
+                cell.set(SlowDel())
+                cell.reset()
+        start(work)
+    """,
 }
 
 # Scenarios whose fix has not landed yet: each entry names what still runs Python code outside

@@ -16,8 +16,10 @@ from collections.abc import Mapping as _Mapping
 from numbers import Real
 from types import GenericAlias
 from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
+from typing import ClassVar as _ClassVar
 from typing import Generic as _Generic
 from typing import Literal as _Literal
+from typing import NoReturn as _NoReturn
 from typing import TypeVar as _TypeVar
 from typing import overload as _overload
 
@@ -224,13 +226,30 @@ class OnceCell(Generic[_T]):
         """Empty the cell and return its value; an initialisation in progress is left alone."""
     def reset(self) -> None:
         """Empty the cell, so the next ``get_or_init`` runs its factory again."""
-    # The protocol driven by nogilsafe._once.AsyncOnceCell (private).
-    def _begin(self) -> tuple[int, Any]: ...
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> _NoReturn:
+        """Refused (``TypeError``): a once-cell is shared by identity, views included."""
+    def __reduce__(self) -> _NoReturn: ...
+    def _call_singleton(
+        self, factory: Callable[[], _T], *args: object, timeout: float | None = None
+    ) -> _T:
+        """What a ``@singleton`` function calls; positional arguments are a ``TypeError``."""
+    # The protocol driven by nogilsafe._once.AsyncOnceCell (private); the codes are defined once,
+    # here, and read by the glue.
+    _BEGIN_READY: _ClassVar[int]
+    _BEGIN_OWNER: _ClassVar[int]
+    _BEGIN_WAIT: _ClassVar[int]
+    _OUTCOME_READY: _ClassVar[int]
+    _OUTCOME_FAILED: _ClassVar[int]
+    _OUTCOME_ABANDONED: _ClassVar[int]
+    def _begin(self) -> tuple[int, Any]:
+        """``(_BEGIN_READY, value)``, ``(_BEGIN_OWNER, attempt id)`` or ``(_BEGIN_WAIT,
+        _OnceAttempt)``."""
     def _add_waiter(self, id: int, loop: Any, future: Any) -> bool: ...
     def _remove_waiter(self, id: int, future: Any) -> None: ...
-    def _complete(self, id: int, value: _T) -> None: ...
-    def _fail(self, id: int, exc: BaseException) -> None: ...
-    def _abandon(self, id: int) -> None: ...
+    def _complete(self, id: int, value: _T) -> bool:
+        """End the attempt with its value; False if it had already ended."""
+    def _fail(self, id: int, exc: BaseException) -> bool: ...
+    def _abandon(self, id: int) -> bool: ...
     def _waiting(self) -> int:
         """How many callers wait for the initialisation in progress (for tests)."""
     def __class_getitem__(cls, key: Any) -> GenericAlias: ...
@@ -239,7 +258,8 @@ class OnceCell(Generic[_T]):
 class _OnceAttempt:
     @property
     def id(self) -> int: ...
-    def outcome(self) -> tuple[int, Any] | None: ...
+    def outcome(self) -> tuple[int, Any] | None:
+        """``None`` while running, then ``(OnceCell._OUTCOME_*, value or exception or None)``."""
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -371,15 +391,17 @@ _R = _TypeVar("_R")
 class StateSnapshot(_Mapping[str, _T]):
     """An immutable view of one version of a ThreadSafeState (a ``collections.abc.Mapping``).
 
-    Taking one is O(1) whatever the size; each access returns a fresh copy of the value."""
+    Taking one is O(1) whatever the size; each access returns a fresh copy of the value.
+    Immutable: ``copy.copy`` and ``copy.deepcopy`` return it; it pickles as its version and
+    values (so it can be stored as a state value)."""
 
     @property
     def version(self) -> int:
         """The version this snapshot shows."""
-    def __getitem__(self, key: str) -> _T: ...
+    def __getitem__(self, key: str, /) -> _T: ...
     def __iter__(self) -> _Iterator[str]: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
     @_overload
     def get(self, key: str) -> _T | None: ...
     @_overload
@@ -389,6 +411,12 @@ class StateSnapshot(_Mapping[str, _T]):
     def items(self) -> list[tuple[str, _T]]: ...  # type: ignore[override]
     def to_dict(self) -> dict[str, _T]:
         """A new dict of this version's keys and (fresh) values."""
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: Any, /) -> Self: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...
+
+def _restore_snapshot(version: int, items: dict[str, Any], isolation: str) -> StateSnapshot[Any]:
+    """Unpickles a ``StateSnapshot``."""
 
 @final
 class StateChange:
@@ -412,6 +440,11 @@ class StateChange:
     @property
     def timestamp(self) -> float:
         """Seconds since the epoch (``time.time()``) of the commit."""
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: Any, /) -> Self: ...
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> _NoReturn:
+        """Refused (``TypeError``): a record of a live state's history; pickle its fields."""
+    def __reduce__(self) -> _NoReturn: ...
 
 @final
 class StateTransaction(_Generic[_T]):
@@ -427,12 +460,12 @@ class StateTransaction(_Generic[_T]):
     def get(self, key: str) -> _T | None: ...
     @_overload
     def get(self, key: str, default: _D) -> _T | _D: ...
-    def __getitem__(self, key: str) -> _T: ...
-    def __contains__(self, key: str) -> bool: ...
+    def __getitem__(self, key: str, /) -> _T: ...
+    def __contains__(self, key: str, /) -> bool: ...
     def set(self, key: str, value: _T) -> None: ...
-    def __setitem__(self, key: str, value: _T) -> None: ...
+    def __setitem__(self, key: str, value: _T, /) -> None: ...
     def delete(self, key: str) -> bool: ...
-    def __delitem__(self, key: str) -> None: ...
+    def __delitem__(self, key: str, /) -> None: ...
     def keys(self) -> list[str]: ...
 
 @final
@@ -447,7 +480,7 @@ class StateSubscription:
     def __enter__(self) -> Self: ...
     def __exit__(self, _a: object, _b: object, _c: object) -> None: ...
 
-@final
+@disjoint_base
 class ThreadSafeState(_Generic[_T]):
     """Versioned shared state: a persistent map of ``str`` keys to isolated values.
 
@@ -457,24 +490,33 @@ class ThreadSafeState(_Generic[_T]):
     after it; retained versions share all unchanged structure. ``isolation``: ``"freeze"``
     (plain data is stored immutably and rebuilt on read; other objects are deep-copied on write
     and read), ``"deepcopy"`` (every value deep-copied on write and read) or ``"reference"``
-    (values stored as given: they must not be mutated)."""
+    (values stored as given: they must not be mutated). Values come back with the aliasing
+    ``copy.deepcopy`` gives them.
 
-    def __new__(
-        cls,
+    Subclassable: ``__new__`` takes any arguments and ``__init__`` configures the state (once,
+    before it is first written). Neither picklable nor copyable (``TypeError``): pickle or copy
+    a ``snapshot()``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
+    def __init__(
+        self,
         initial_state: _Mapping[str, _T] | Any | None = None,
         *,
         max_history: int = 1000,
         isolation: _Literal["freeze", "deepcopy", "reference"] = "freeze",
     ) -> Self: ...
     def local(self) -> ThreadSafeState[_T]:
-        """A per-thread view sharing this state."""
+        """A per-thread view sharing this state (a plain ``ThreadSafeState``, also for a
+        subclass)."""
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> _NoReturn: ...
+    def __reduce__(self) -> _NoReturn: ...
     @_overload
     def get(self, key: str) -> _T | None: ...
     @_overload
     def get(self, key: str, default: _D) -> _T | _D: ...
     def get_required(self, key: str) -> _T:
         """The value of ``key``; ``StateKeyError`` naming the available keys if absent."""
-    def __getitem__(self, key: str) -> _T: ...
+    def __getitem__(self, key: str, /) -> _T: ...
     def set(self, key: str, value: _T, changed_by: str | None = None) -> int:
         """Store ``value``; return the new version."""
     def update(self, mapping: _Mapping[str, _T], changed_by: str | None = None) -> int:
@@ -484,7 +526,7 @@ class ThreadSafeState(_Generic[_T]):
     def clear(self, changed_by: str | None = None) -> int:
         """Remove every key; return the (new) version."""
     def has(self, key: str) -> bool: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
     def __len__(self) -> int: ...
     def keys(self) -> list[str]: ...
     def values(self) -> list[_T]: ...
@@ -531,9 +573,13 @@ class ThreadSafeState(_Generic[_T]):
         self, predicate: Callable[[StateSnapshot[_T]], object], timeout: float | None = None
     ) -> _Awaitable[StateSnapshot[_T]]:
         """Await until ``predicate(snapshot)`` is true, from any thread's running event loop."""
+    # Driven by nogilsafe._state.wait_for_async (private).
+    def _register_async_waiter(self, event_loop: Any, future: Any) -> None: ...
+    def _discard_async_waiter(self, future: Any) -> None: ...
     def subscribe(self, callback: Callable[[list[StateChange]], object]) -> StateSubscription:
-        """Call ``callback(changes)`` after each commit, outside any lock, in the committing
-        thread; an exception goes to ``sys.unraisablehook``."""
+        """Call ``callback(changes)`` for each commit after this call, in version order, outside
+        any lock, in a committing thread (the one delivering when commits overlap); an exception
+        goes to ``sys.unraisablehook``."""
     def diff(self, from_version: int, to_version: int) -> dict[str, tuple[Any, Any]]:
         """``{key: (old, new)}`` for each key that differs (a missing side is None)."""
     def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...

@@ -11,10 +11,20 @@ Cancellation: if the task running the factory is cancelled (or interrupted by an
 and every waiter wakes up and retries, so one of them becomes the next initialiser. Setting
 ``CancelledError`` on the waiters instead would look to them as if they had been cancelled.
 
+A closed loop: if the event loop running the factory is closed while the factory is pending,
+its task will never run again. The owner schedules a far-future timer on its loop whose only
+reference to a small watch object is the loop's own timer queue; closing the loop drops the queue,
+the watch is freed at once (no garbage collection needed) and abandons the attempt, so one waiter
+takes over. The factory's normal end ends the attempt first and then cancels the timer.
+
 Re-entrance: the attempt ids whose factory runs in the current context are kept in a context
 variable. Tasks inherit their creator's context, so a factory that awaits ``get_or_init`` of its
 own cell, directly or through a task it created, gets ``ReentrancyError`` instead of waiting for
 itself forever; other tasks, on the same thread or not, simply wait.
+
+Reference cycles: an attempt (a Rust object the collector cannot see into) holds the factory's
+exception once it failed, and that exception's traceback holds every frame it passed through. So
+no frame here keeps an attempt in a local when an exception it may hold passes through.
 """
 
 from __future__ import annotations
@@ -24,7 +34,9 @@ import contextvars
 import functools
 import inspect
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -50,8 +62,17 @@ T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_READY, _OWNER = 0, 1
-_FAILED, _ABANDONED = 1, 2
+# The protocol's codes, defined once, in Rust (src/once.rs).
+_BEGIN_READY: int = OnceCell._BEGIN_READY  # (code, value)
+_BEGIN_OWNER: int = OnceCell._BEGIN_OWNER  # (code, attempt id): run the factory
+_BEGIN_WAIT: int = OnceCell._BEGIN_WAIT  # (code, attempt): wait for another caller's factory
+_OUTCOME_READY: int = OnceCell._OUTCOME_READY  # (code, value)
+_OUTCOME_FAILED: int = OnceCell._OUTCOME_FAILED  # (code, exception)
+_OUTCOME_ABANDONED: int = OnceCell._OUTCOME_ABANDONED  # (code, None): retry
+
+# How far ahead the loop-closed watch's timer is set: never reached in practice (the loop only
+# wakes for it once a day, asyncio's longest select timeout).
+_FOREVER = 1e9
 
 # Attempt ids whose factory is running in this context (see the module docstring).
 _RUNNING: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
@@ -60,11 +81,30 @@ _RUNNING: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
 
 
 def _deadline(timeout: float | None) -> float | None:
+    """As the Rust side's ``sync::deadline``: the same values are refused with the same words."""
     if timeout is None:
         return None
     if timeout != timeout or timeout < 0:
-        raise ValueError("timeout must be a non-negative number or None")
+        raise ValueError(f"timeout must be a non-negative number or None, not {timeout}")
+    if timeout > threading.TIMEOUT_MAX:
+        raise ValueError(
+            f"timeout {timeout} is too large (the limit is threading.TIMEOUT_MAX, "
+            f"{threading.TIMEOUT_MAX}); pass None to wait without a limit"
+        )
     return time.monotonic() + timeout
+
+
+_NOT_COPYABLE = (
+    "cannot pickle or copy a once-cell: it is shared by identity (the value is computed once "
+    "for everyone holding this cell, and waiters and an initialisation in progress belong to "
+    "it); share the cell itself, or make a new one"
+)
+
+
+def _lock_timeout(timeout: float | None) -> LockTimeoutError:
+    return LockTimeoutError(
+        f"AsyncOnceCell.get_or_init: waiting for the initialiser: timed out after {timeout}s"
+    )
 
 
 class AsyncOnceCell(Generic[T]):
@@ -126,6 +166,17 @@ class AsyncOnceCell(Generic[T]):
     def __repr__(self) -> str:
         return "Async" + repr(self._cell)
 
+    # A copy sharing ``_cell`` would be an alias whose reset() empties this cell: refused, as
+    # OnceCell refuses (views included).
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError(_NOT_COPYABLE)
+
+    def __copy__(self) -> AsyncOnceCell[T]:
+        raise TypeError(_NOT_COPYABLE)
+
+    def __deepcopy__(self, memo: object) -> AsyncOnceCell[T]:
+        raise TypeError(_NOT_COPYABLE)
+
 
 async def _get_or_init(
     cell: OnceCell[T], factory: Callable[[], Awaitable[T]], timeout: float | None
@@ -133,48 +184,88 @@ async def _get_or_init(
     deadline = _deadline(timeout)
     while True:
         kind, x = cell._begin()
-        if kind == _READY:
+        if kind == _BEGIN_READY:
             return x  # type: ignore[no-any-return]
-        if kind == _OWNER:
-            return await _run_factory(cell, x.id, factory)
-        attempt = x
-        if attempt.id in _RUNNING.get():
-            raise ReentrancyError(
-                "AsyncOnceCell.get_or_init was awaited from inside its own factory (or a task "
-                "the factory created); waiting would never finish"
-            )
-        outcome = attempt.outcome()
-        if outcome is None:
-            outcome = await _wait(cell, attempt, deadline, timeout)
+        if kind == _BEGIN_OWNER:
+            return await _run_factory(cell, x, factory)
+        outcome = await _outcome_of(cell, x, deadline, timeout)
+        x = None  # the attempt: gone before its exception is raised here (module docstring)
         kind, payload = outcome
-        if kind == _READY:
+        if kind == _OUTCOME_READY:
             return payload  # type: ignore[no-any-return]
-        if kind == _FAILED:
+        if kind == _OUTCOME_FAILED:
             raise payload
-        # Abandoned (the owner was cancelled): go round; one of the waiters becomes the owner.
+        # Abandoned (the owner was cancelled, or its loop closed): go round; one of the waiters
+        # becomes the owner. Attempts abandoned one after another must not keep this caller
+        # past its deadline.
+        if deadline is not None and time.monotonic() >= deadline:
+            raise _lock_timeout(timeout)
+
+
+class _LoopClosedWatch:
+    """Abandons an attempt when freed, which happens when the owner's loop is closed with the
+    factory pending (the loop drops the timer holding it) — or after the attempt ended, when it
+    is a no-op (see the module docstring)."""
+
+    __slots__ = ("_cell", "_id")
+
+    def __init__(self, cell: OnceCell[Any], attempt_id: int) -> None:
+        self._cell = cell
+        self._id = attempt_id
+
+    def __del__(self) -> None:
+        self._cell._abandon(self._id)
+
+
+def _never_called(_watch: _LoopClosedWatch) -> None:  # pragma: no cover - 31 years away
+    pass
 
 
 async def _run_factory(
     cell: OnceCell[T], attempt_id: int, factory: Callable[[], Awaitable[T]]
 ) -> T:
+    loop = asyncio.get_running_loop()
+    # Only the loop holds the timer (and so the watch): a weak reference lets us cancel it.
+    timer = weakref.ref(
+        loop.call_later(_FOREVER, _never_called, _LoopClosedWatch(cell, attempt_id))
+    )
     token = _RUNNING.set(_RUNNING.get() | {attempt_id})
     try:
-        value = await factory()
-    except Exception as exc:
-        cell._fail(attempt_id, exc)
-        raise
-    except BaseException:
-        cell._abandon(attempt_id)
-        raise
+        try:
+            value = await factory()
+        except Exception as exc:
+            cell._fail(attempt_id, exc)
+            raise
+        except BaseException:
+            cell._abandon(attempt_id)
+            raise
+        cell._complete(attempt_id, value)
+        return value
     finally:
-        _RUNNING.reset(token)
-    cell._complete(attempt_id, value)
-    return value
+        # The attempt has ended: the watch, freed with the timer, finds nothing to abandon.
+        handle = timer()
+        if handle is not None:
+            handle.cancel()
+        try:
+            _RUNNING.reset(token)
+        except ValueError:
+            # The coroutine was closed by the collector, outside its task's context (its loop
+            # was closed under it): that context is gone, nothing to restore.
+            pass
 
 
-async def _wait(
+async def _outcome_of(
     cell: OnceCell[Any], attempt: Any, deadline: float | None, timeout: float | None
 ) -> tuple[int, Any]:
+    """How another caller's attempt ended, waiting on a future of this loop until it does."""
+    if attempt.id in _RUNNING.get():
+        raise ReentrancyError(
+            "AsyncOnceCell.get_or_init was awaited from inside its own factory (or a task "
+            "the factory created); waiting would never finish"
+        )
+    outcome = attempt.outcome()
+    if outcome is not None:
+        return outcome  # type: ignore[no-any-return]
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     if cell._add_waiter(attempt.id, loop, fut):
@@ -188,9 +279,7 @@ async def _wait(
             outcome = attempt.outcome()
             if outcome is not None:  # it ended just as the deadline expired
                 return outcome  # type: ignore[no-any-return]
-            raise LockTimeoutError(
-                f"AsyncOnceCell.get_or_init: waiting for the initialiser: timed out after {timeout}s"
-            ) from None
+            raise _lock_timeout(timeout) from None
         except BaseException:
             cell._remove_waiter(attempt.id, fut)
             raise
@@ -204,7 +293,7 @@ class SingletonFunction(Protocol[T_co]):
 
     cell: OnceCell[Any]
 
-    def __call__(self) -> T_co: ...
+    def __call__(self, *, timeout: float | None = None) -> T_co: ...
     def reset(self) -> None: ...
 
 
@@ -213,28 +302,54 @@ class AsyncSingletonFunction(Protocol[T_co]):
 
     cell: AsyncOnceCell[Any]
 
-    def __call__(self) -> Coroutine[Any, Any, T_co]: ...
+    def __call__(self, *, timeout: float | None = None) -> Coroutine[Any, Any, T_co]: ...
     def reset(self) -> None: ...
 
 
 def singleton(factory: Callable[[], T]) -> SingletonFunction[T]:
     """Decorate a zero-argument factory: every call returns the one value it built, built once
-    across all threads (concurrent first callers wait for it; a failure is retried next call)."""
+    across all threads (concurrent first callers wait for it; a failure is retried next call).
+    The decorated function takes no arguments but the keyword ``timeout=``."""
     cell: OnceCell[T] = OnceCell()
-    # A partial of the native method: calling it costs one C-level call, no Python frame.
-    instance = functools.partial(cell.get_or_init, factory)
+    # A partial of the native method: calling it costs one C-level call, no Python frame. It
+    # refuses positional arguments with an error naming the decorated function.
+    instance = functools.partial(cell._call_singleton, factory)
     functools.update_wrapper(instance, factory)
     instance.cell = cell  # type: ignore[attr-defined]
     instance.reset = cell.reset  # type: ignore[attr-defined]
     return instance  # type: ignore[return-value]
 
 
+async def _call_async_singleton(
+    peek: Callable[[], T | None],
+    cell: OnceCell[T],
+    factory: Callable[[], Awaitable[T]],
+    /,
+    *args: object,
+    timeout: float | None = None,
+) -> T:
+    # `peek` is the cell's bound `get`, passed in so the ready path looks nothing up.
+    if args:
+        name = getattr(factory, "__qualname__", "async_singleton")
+        n = len(args)
+        raise TypeError(
+            f"{name}() takes no positional arguments but {n} {'was' if n == 1 else 'were'} "
+            "given (an @async_singleton function takes no arguments; its only option is the "
+            "keyword timeout=)"
+        )
+    value = peek()
+    if value is not None:
+        return value
+    return await _get_or_init(cell, factory, timeout)
+
+
 def async_singleton(factory: Callable[[], Awaitable[T]]) -> AsyncSingletonFunction[T]:
     """Decorate a zero-argument async factory: ``await f()`` returns the one value, built once
-    across all threads and event loops (see ``AsyncOnceCell``)."""
+    across all threads and event loops (see ``AsyncOnceCell``). The decorated function takes no
+    arguments but the keyword ``timeout=``."""
     cell: AsyncOnceCell[T] = AsyncOnceCell()
-    # inspect.iscoroutinefunction sees through the partial to the async get_or_init.
-    instance = functools.partial(cell.get_or_init, factory)
+    # inspect.iscoroutinefunction sees through the partial to the async function.
+    instance = functools.partial(_call_async_singleton, cell._peek, cell._cell, factory)
     functools.update_wrapper(instance, factory)
     instance.cell = cell  # type: ignore[attr-defined]
     instance.reset = cell.reset  # type: ignore[attr-defined]
