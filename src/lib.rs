@@ -14,6 +14,9 @@ mod pycall;
 mod shared;
 mod state;
 mod sync;
+// Used by the lock primitives and Channel as they land.
+#[allow(dead_code)]
+mod waiters;
 
 /// Rust-side allocations (frozen state values, HAMT nodes, shard tables) go to mimalloc: with
 /// glibc's allocator, malloc/free was a fifth of a 100-key `ThreadSafeState.update` on 3.13t,
