@@ -4,18 +4,18 @@
 use pyo3::prelude::*;
 
 mod atomic;
+mod atomic_ref;
 mod dict;
 mod errors;
 mod exit;
 mod key;
 mod list;
+mod locks;
 mod once;
 mod pycall;
 mod shared;
 mod state;
 mod sync;
-// Used by the lock primitives and Channel as they land.
-#[allow(dead_code)]
 mod waiters;
 
 /// Rust-side allocations (frozen state values, HAMT nodes, shard tables) go to mimalloc: with
@@ -36,5 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     once::register(m)?;
     dict::register(m)?;
     state::register(m)?;
+    locks::register(m)?;
+    atomic_ref::register(m)?;
     Ok(())
 }
