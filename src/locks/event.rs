@@ -153,8 +153,9 @@ impl Event {
         py: Python<'py>,
         event_loop: &Bound<'py, PyAny>,
         future: Option<&Bound<'py, PyAny>>,
-        _retry: Option<u64>,
+        retry: Option<u64>,
     ) -> PyResult<Bound<'py, PyTuple>> {
+        let _ = retry; // grants here are handovers: a waiter is never asked to retry
         let core = &self.core;
         super::begin_unit(
             py,

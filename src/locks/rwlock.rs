@@ -584,10 +584,11 @@ impl RWLock {
         py: Python<'py>,
         event_loop: &Bound<'py, PyAny>,
         future: Option<&Bound<'py, PyAny>>,
-        _retry: Option<u64>,
+        retry: Option<u64>,
         task: &Bound<'py, PyAny>,
         write: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
+        let _ = retry; // grants here are handovers: a waiter is never asked to retry
         let core = &self.core;
         me_named(py);
         let got = with_waiters(py, &core.state, |s, wakes| {
