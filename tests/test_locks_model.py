@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from nogilsafe import (
