@@ -4,17 +4,20 @@
 use pyo3::prelude::*;
 
 mod atomic;
+mod atomic_ref;
 mod dict;
 mod errors;
 mod exit;
 mod key;
 mod list;
+mod locks;
 mod once;
 mod pycall;
 mod safe_ref;
 mod shared;
 mod state;
 mod sync;
+mod waiters;
 
 /// Rust-side allocations (frozen state values, HAMT nodes, shard tables) go to mimalloc: with
 /// glibc's allocator, malloc/free was a fifth of a 100-key `ThreadSafeState.update` on 3.13t,
@@ -34,5 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     once::register(m)?;
     dict::register(m)?;
     state::register(m)?;
+    locks::register(m)?;
+    atomic_ref::register(m)?;
     Ok(())
 }

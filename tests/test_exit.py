@@ -379,6 +379,60 @@ SCENARIOS = {
                 cell.reset()
         start(work)
     """,
+    "Lock contended, slow holder": """
+        lock = ns.Lock()
+        def work():
+            while True:
+                with lock:
+                    slow()
+        start(work)
+    """,
+    "Lock waiters blocked at exit": """
+        lock = ns.Lock()
+        lock.acquire()
+        def work():
+            lock.acquire()
+        start(work)
+    """,
+    "RLock and RWLock mixed": """
+        rl, rw = ns.RLock(), ns.RWLock()
+        n = [0]
+        def work():
+            while True:
+                n[0] += 1
+                with rl, rl:
+                    with (rw.write() if n[0] % 3 == 0 else rw.read()):
+                        slow()
+        start(work)
+    """,
+    "Event and CountDownLatch waiters, threads and loops": """
+        import asyncio
+        ev, latch = ns.Event(), ns.CountDownLatch(1)
+        def work():
+            ev.wait()
+        def loop_work():
+            async def main():
+                await asyncio.gather(ev.wait_async(), latch.wait_async())
+            asyncio.run(main())
+        start(work, 2)
+        start(loop_work, 2)
+    """,
+    "Semaphore contended from threads and loops": """
+        import asyncio
+        sem = ns.Semaphore(1)
+        def work():
+            while True:
+                with sem:
+                    slow()
+        def loop_work():
+            async def main():
+                while True:
+                    async with sem:
+                        slow()
+            asyncio.run(main())
+        start(work, 2)
+        start(loop_work, 2)
+    """,
 }
 
 # Scenarios whose fix has not landed yet: each entry names what still runs Python code outside

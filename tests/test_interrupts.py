@@ -94,6 +94,66 @@ SCENARIOS = {
         s.set("n", 1)
         print("VALUE", s.wait_for(lambda snap: snap["n"] == 1, timeout=10)["n"])
     """,
+    "Lock.acquire held by another thread": """
+        lock = ns.Lock()
+        held = threading.Event()
+        def owner():
+            with lock:
+                held.set()
+                release.wait(60)
+        threading.Thread(target=owner).start()
+        held.wait(10)
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            lock.acquire()
+        expect_interrupt(wait_for_it)
+        release.set()
+        print("VALUE", lock.acquire(timeout=10) and lock.waiting == 0)
+    """,
+    "RWLock.write waiting for a reader": """
+        rw = ns.RWLock()
+        held = threading.Event()
+        def owner():
+            with rw.read():
+                held.set()
+                release.wait(60)
+        threading.Thread(target=owner).start()
+        held.wait(10)
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            with rw.write(timeout=30):
+                pass
+        expect_interrupt(wait_for_it)
+        release.set()
+        print("VALUE", rw.acquire_write(timeout=10) and rw.waiting == 0)
+    """,
+    "Event.wait without a timeout": """
+        ev = ns.Event()
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            ev.wait()
+        expect_interrupt(wait_for_it)
+        threading.Timer(0.05, ev.set).start()
+        print("VALUE", ev.wait(10))
+    """,
+    "Semaphore.acquire with a long timeout": """
+        sem = ns.Semaphore(0)
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            sem.acquire(timeout=30)
+        expect_interrupt(wait_for_it)
+        sem.release()
+        print("VALUE", sem.acquire(timeout=10) and sem.value == 0 and sem.waiting == 0)
+    """,
+    "CountDownLatch.wait without a timeout": """
+        latch = ns.CountDownLatch(1)
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            latch.wait()
+        expect_interrupt(wait_for_it)
+        latch.count_down()
+        print("VALUE", latch.wait(10))
+    """,
 }
 
 EXPECTED_VALUE = {
@@ -101,6 +161,11 @@ EXPECTED_VALUE = {
     "ThreadSafeDict.get_or_insert_with waiting for another thread's factory": "made",
     "ThreadSafeState.wait_for without a timeout": "1",
     "ThreadSafeState.wait_for with a long timeout": "1",
+    "Lock.acquire held by another thread": "True",
+    "RWLock.write waiting for a reader": "True",
+    "Event.wait without a timeout": "True",
+    "Semaphore.acquire with a long timeout": "True",
+    "CountDownLatch.wait without a timeout": "True",
 }
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator as _Iterator
 from collections.abc import Mapping as _Mapping
 from numbers import Real
 from types import GenericAlias
+from types import TracebackType as _TracebackType
 from typing import Any, Generic, SupportsIndex, TypeVar, final, overload
 from typing import ClassVar as _ClassVar
 from typing import Generic as _Generic
@@ -583,3 +584,332 @@ class ThreadSafeState(_Generic[_T]):
     def diff(self, from_version: int, to_version: int) -> dict[str, tuple[Any, Any]]:
         """``{key: (old, new)}`` for each key that differs (a missing side is None)."""
     def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
+
+# --- Locks, events, latches, semaphores, atomic references ---------------------------------------
+
+_LV = TypeVar("_LV")
+
+@final
+class LockHold:
+    """``with lock.hold(timeout):`` / ``async with``: the lock, or ``LockTimeoutError`` naming the
+    holder and how long it has held it."""
+
+    def __enter__(self) -> Lock | RLock: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> bool: ...
+    def __aenter__(self) -> _Awaitable[Lock | RLock]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> _Awaitable[None]: ...
+
+class Lock:
+    """A lock for threads and for any event loop. ``acquire``/``release``/``with`` as
+    ``threading.Lock`` (but owned: only its holder may release it); ``async with`` and
+    ``await acquire_async()`` from any loop; re-acquiring it from its holder raises
+    ``ReentrancyError``; FIFO among waiters."""
+
+    def __new__(cls, name: str | None = None) -> Self: ...
+    def local(self) -> Lock:
+        """A per-thread view sharing this lock."""
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Acquire, waiting (detached) at most ``timeout`` seconds; True if acquired."""
+    def release(self) -> None:
+        """Release; ``RuntimeError`` if this thread does not hold it."""
+    def locked(self) -> bool: ...
+    def hold(self, timeout: float | None = None) -> LockHold:
+        """``with lock.hold(timeout=5):`` acquire or raise ``LockTimeoutError`` naming the holder."""
+    def acquire_async(self, timeout: float | None = None) -> _Awaitable[bool]:
+        """Acquire from a coroutine without blocking its loop; False if ``timeout`` expired."""
+    @property
+    def owner(self) -> tuple[int, str] | None:
+        """``(thread id, thread name)`` of the holder (a task's: its loop's thread), or None."""
+    @property
+    def waiting(self) -> int:
+        """How many threads and tasks wait for it."""
+    @property
+    def name(self) -> str | None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> bool: ...
+    def __aenter__(self) -> _Awaitable[None]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> _Awaitable[None]: ...
+    # The async protocol driven by nogilsafe._locks (private).
+    def _begin(
+        self, event_loop: Any, future: Any | None, retry: int | None, task: Any
+    ) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+    def _timeout_error(self, timeout: float | None = None) -> LockTimeoutError: ...
+
+class RLock:
+    """A re-entrant ``Lock``: its holder (a thread, or a task) may acquire it again and must
+    release it as many times."""
+
+    def __new__(cls, name: str | None = None) -> Self: ...
+    def local(self) -> RLock:
+        """A per-thread view sharing this lock."""
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Acquire, waiting (detached) at most ``timeout`` seconds; True if acquired."""
+    def release(self) -> None:
+        """Release; ``RuntimeError`` if this thread does not hold it."""
+    def locked(self) -> bool: ...
+    def hold(self, timeout: float | None = None) -> LockHold:
+        """``with lock.hold(timeout=5):`` acquire or raise ``LockTimeoutError`` naming the holder."""
+    def acquire_async(self, timeout: float | None = None) -> _Awaitable[bool]:
+        """Acquire from a coroutine without blocking its loop; False if ``timeout`` expired."""
+    @property
+    def owner(self) -> tuple[int, str] | None:
+        """``(thread id, thread name)`` of the holder (a task's: its loop's thread), or None."""
+    @property
+    def waiting(self) -> int:
+        """How many threads and tasks wait for it."""
+    @property
+    def name(self) -> str | None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> bool: ...
+    def __aenter__(self) -> _Awaitable[None]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> _Awaitable[None]: ...
+    # The async protocol driven by nogilsafe._locks (private).
+    def _begin(
+        self, event_loop: Any, future: Any | None, retry: int | None, task: Any
+    ) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+    def _timeout_error(self, timeout: float | None = None) -> LockTimeoutError: ...
+
+@final
+class RWLockGuard:
+    """``with rw.read(timeout)`` / ``rw.write(timeout)`` (also ``async with``)."""
+
+    def __enter__(self) -> RWLock: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> bool: ...
+    def __aenter__(self) -> _Awaitable[RWLock]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> _Awaitable[None]: ...
+
+class RWLock:
+    """Many readers or one writer, for threads and any event loop; writer-preferring. Upgrading a
+    read to a write (or writing twice) raises ``ReentrancyError`` instead of deadlocking."""
+
+    def __new__(cls, *, name: str | None = None) -> Self: ...
+    def local(self) -> RWLock:
+        """A per-thread view sharing this lock."""
+    def read(self, timeout: float | None = None) -> RWLockGuard:
+        """``with rw.read(timeout=None):`` shared access; ``LockTimeoutError`` on expiry."""
+    def write(self, timeout: float | None = None) -> RWLockGuard:
+        """``with rw.write(timeout=None):`` exclusive access; ``LockTimeoutError`` on expiry."""
+    def acquire_read(self, blocking: bool = True, timeout: float | None = None) -> bool: ...
+    def acquire_write(self, blocking: bool = True, timeout: float | None = None) -> bool: ...
+    def release_read(self) -> None: ...
+    def release_write(self) -> None: ...
+    def acquire_read_async(self, timeout: float | None = None) -> _Awaitable[bool]: ...
+    def acquire_write_async(self, timeout: float | None = None) -> _Awaitable[bool]: ...
+    @property
+    def readers(self) -> int:
+        """Read holds taken now (re-entrant ones counted)."""
+    @property
+    def writer(self) -> tuple[int, str] | None:
+        """``(thread id, thread name)`` of the writer, or None."""
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    def _begin(
+        self, event_loop: Any, future: Any | None, retry: int | None, task: Any, write: bool
+    ) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+    def _timeout_error(self, write: bool, timeout: float | None = None) -> LockTimeoutError: ...
+
+class Event:
+    """``threading.Event`` for threads and for any event loop: ``set`` wakes every waiter."""
+
+    def __new__(cls, *, name: str | None = None) -> Self: ...
+    def local(self) -> Event:
+        """A per-thread view sharing this event."""
+    def is_set(self) -> bool: ...
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (True) or ``timeout`` expires (False)."""
+    def wait_async(self, timeout: float | None = None) -> _Awaitable[bool]:
+        """Await until set (True) or ``timeout`` expires (False), from any loop."""
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    def _begin(self, event_loop: Any, future: Any | None, retry: int | None) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+
+class CountDownLatch:
+    """Opens after ``count`` calls of ``count_down()``; ``wait``/``wait_async`` until then."""
+
+    def __new__(cls, count: int, *, name: str | None = None) -> Self: ...
+    def local(self) -> CountDownLatch:
+        """A per-thread view sharing this latch."""
+    def count_down(self, n: int = 1) -> int:
+        """Lower the count by ``n`` (not below 0); returns the new count."""
+    @property
+    def count(self) -> int: ...
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the count is 0 (True) or ``timeout`` expires (False)."""
+    def wait_async(self, timeout: float | None = None) -> _Awaitable[bool]: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    def _begin(self, event_loop: Any, future: Any | None, retry: int | None) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+
+class Semaphore:
+    """``threading.Semaphore`` for threads and for any event loop, served in FIFO order."""
+
+    def __new__(cls, value: int = 1, *, name: str | None = None) -> Self: ...
+    def local(self) -> Semaphore:
+        """A per-thread view sharing this semaphore."""
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take a permit, waiting (detached, FIFO) at most ``timeout`` seconds."""
+    def release(self, n: int = 1) -> None: ...
+    def acquire_async(self, timeout: float | None = None) -> _Awaitable[bool]: ...
+    def locked(self) -> bool:
+        """Whether ``acquire`` would have to wait."""
+    @property
+    def value(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> bool: ...
+    def __aenter__(self) -> _Awaitable[None]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> _Awaitable[None]: ...
+    def _begin(self, event_loop: Any, future: Any | None, retry: int | None) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+
+class BoundedSemaphore:
+    """A ``Semaphore`` whose releases may not exceed its initial value (``ValueError``)."""
+
+    def __new__(cls, value: int = 1, *, name: str | None = None) -> Self: ...
+    def local(self) -> BoundedSemaphore:
+        """A per-thread view sharing this semaphore."""
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take a permit, waiting (detached, FIFO) at most ``timeout`` seconds."""
+    def release(self, n: int = 1) -> None: ...
+    def acquire_async(self, timeout: float | None = None) -> _Awaitable[bool]: ...
+    def locked(self) -> bool:
+        """Whether ``acquire`` would have to wait."""
+    @property
+    def value(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> bool: ...
+    def __aenter__(self) -> _Awaitable[None]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: _TracebackType | None,
+        /,
+    ) -> _Awaitable[None]: ...
+    def _begin(self, event_loop: Any, future: Any | None, retry: int | None) -> tuple[int, Any]: ...
+    def _finish(self, ticket: int) -> tuple[int, Any]: ...
+    def _abandon(self, ticket: int) -> None: ...
+
+class AtomicRef(Generic[_LV]):
+    """An atomic reference to any object: ``compare_and_set`` compares identity; ``update(fn)``
+    reruns ``fn`` (with nothing held) when another write came first."""
+
+    def __new__(cls, value: _LV = ...) -> Self: ...
+    def local(self) -> AtomicRef[_LV]:
+        """A per-thread view sharing this reference."""
+    def get(self) -> _LV: ...
+    def set(self, value: _LV) -> None: ...
+    def swap(self, value: _LV) -> _LV: ...
+    def compare_and_set(self, expected: object, new: _LV) -> bool: ...
+    def update(self, fn: Callable[[_LV], _LV]) -> _LV: ...
+    @property
+    def update_retries(self) -> int: ...
+    def __class_getitem__(cls, key: Any) -> GenericAlias: ...
+
+class AtomicBool:
+    """A boolean changed by single atomic instructions."""
+
+    def __new__(cls, value: object = None) -> Self: ...
+    def local(self) -> AtomicBool:
+        """A per-thread view sharing this flag."""
+    def get(self) -> bool: ...
+    def set(self, value: object) -> None: ...
+    def swap(self, value: object) -> bool: ...
+    def compare_and_set(self, expected: bool, new: bool) -> bool: ...
+    def toggle(self) -> bool:
+        """Invert the value; returns the new value."""
+    def __bool__(self) -> bool: ...
+
+def _lock_waits() -> list[tuple[int, int, str, str, list[tuple[int, int, str]]]]: ...

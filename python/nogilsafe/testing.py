@@ -17,12 +17,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
     "ConcurrentFailure",
+    "LockWait",
     "StuckThreadsError",
+    "find_deadlocks",
     "is_free_threaded",
+    "lock_waits",
     "run_concurrently",
 ]
 
@@ -52,6 +55,83 @@ class StuckThreadsError(AssertionError, TimeoutError):
     def __init__(self, message: str, stuck: Sequence[str]) -> None:
         super().__init__(message)
         self.stuck = tuple(stuck)
+        # The nogilsafe lock waits when it was raised, and the wait-for cycles among them.
+        self.lock_waits: tuple[LockWait, ...] = ()
+        self.deadlocks: tuple[tuple[LockWait, ...], ...] = ()
+
+
+class LockWait(NamedTuple):
+    """A thread blocked on a nogilsafe primitive right now (see ``lock_waits``)."""
+
+    thread_id: int
+    thread: str  # "thread 'worker-1' (id ...)"
+    waits_for: str  # "Lock 'db' (acquire)", "RWLock (write)", "Event 'ready' (wait)"
+    holders: tuple[tuple[int, str], ...]  # (thread id, description) of each holder; () if none
+    uid: int  # nogilsafe's own thread id (never reused), for matching holders to waiters
+    holder_uids: tuple[int, ...]
+
+
+def lock_waits() -> list[LockWait]:
+    """Every thread blocked right now in a nogilsafe ``Lock``/``RLock``/``RWLock``/``Semaphore``/
+    ``Event``/``CountDownLatch`` wait, with what it waits for and who holds that (locks only:
+    events, latches and semaphores have no owner)."""
+    from nogilsafe._core import _lock_waits
+
+    return [
+        LockWait(
+            ident,
+            desc,
+            what,
+            tuple((h_ident, h_desc) for _, h_ident, h_desc in holders),
+            uid,
+            tuple(h_uid for h_uid, _, _ in holders),
+        )
+        for uid, ident, desc, what, holders in _lock_waits()
+    ]
+
+
+def find_deadlocks(waits: Sequence[LockWait]) -> list[tuple[LockWait, ...]]:
+    """The cycles of the wait-for graph ``waits`` (thread -> holder of what it waits for): each
+    is a deadlock, as a tuple of the waits around it, starting from the lowest thread id."""
+    by_uid = {w.uid: w for w in waits}
+    cycles: list[tuple[LockWait, ...]] = []
+    seen: set[tuple[int, ...]] = set()
+
+    def visit(path: list[int]) -> None:
+        for nxt in by_uid[path[-1]].holder_uids:
+            if nxt in path:
+                cycle = path[path.index(nxt) :]
+                start = cycle.index(min(cycle))
+                key = tuple(cycle[start:] + cycle[:start])
+                if key not in seen:
+                    seen.add(key)
+                    cycles.append(tuple(by_uid[u] for u in key))
+            elif nxt in by_uid and len(path) < len(by_uid):
+                visit([*path, nxt])
+
+    for uid in sorted(by_uid):
+        visit([uid])
+    return cycles
+
+
+def _describe_waits(
+    stuck_idents: set[int],
+) -> tuple[str, tuple[LockWait, ...], tuple[tuple[LockWait, ...], ...]]:
+    try:
+        waits = lock_waits()
+    except Exception:  # the report must not hide the stuck threads it is about
+        return "", (), ()
+    deadlocks = tuple(find_deadlocks(waits))
+    mine = [w for w in waits if w.thread_id in stuck_idents]
+    lines = []
+    for w in mine:
+        held = ", ".join(d for _, d in w.holders) if w.holders else "nobody in particular"
+        lines.append(f"  {w.thread} waits for {w.waits_for}, held by {held}")
+    for cycle in deadlocks:
+        steps = " -> ".join(f"{w.thread} waits for {w.waits_for}" for w in cycle)
+        lines.append(f"  DEADLOCK: {steps} -> back to {cycle[0].thread}")
+    text = "nogilsafe lock waits (wait-for graph):\n" + "\n".join(lines) + "\n" if lines else ""
+    return text, tuple(waits), deadlocks
 
 
 def is_free_threaded() -> bool:
@@ -154,11 +234,14 @@ def run_concurrently(
             )
             where.append(f"--- {t.name} ---\n{stack}")
         names = [t.name for t in stuck]
-        raise StuckThreadsError(
+        graph, waits, deadlocks = _describe_waits({t.ident for t in stuck if t.ident is not None})
+        err = StuckThreadsError(
             f"{len(stuck)} of {threads} threads still running after {timeout}s "
-            f"(deadlock?): {', '.join(names)}\n" + "".join(where),
+            f"(deadlock?): {', '.join(names)}\n" + graph + "".join(where),
             names,
         )
+        err.lock_waits, err.deadlocks = waits, deadlocks
+        raise err
     if errors:
         excs = []
         for thread_name, exc in errors:

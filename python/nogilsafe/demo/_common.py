@@ -2,7 +2,8 @@
 league on N threads with one asyncio event loop each and measures what it recorded.
 
 The driver's own bookkeeping (errors, timings) uses plain locks: it is the measuring instrument,
-not the thing measured, and must be exact for both leagues.
+not the thing measured, and must be exact for both leagues. It learns that a league has finished
+from a ``CountDownLatch`` its worker threads count down, not by polling them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from nogilsafe import CountDownLatch
 
 POINTS_FOR_WIN = 3
 POINTS_FOR_DRAW = 1
@@ -295,6 +298,7 @@ async def _event_loop_main(
 def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
     n = cfg.threads
     barrier = threading.Barrier(n + 1)
+    finished = CountDownLatch(n, name=f"{league.name} workers")
     completed: list[list[int]] = [[] for _ in range(n)]
     stamps = [[0.0] for _ in range(n)]
     errors: list[str] = []
@@ -311,6 +315,8 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
             with errors_lock:
                 errors.append(f"worker {w}: {type(exc).__name__}: {exc}")
             barrier.abort()
+        finally:
+            finished.count_down()
 
     watcher = _Watcher(league, cfg.matches)
     watcher.start()
@@ -326,11 +332,13 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
     except threading.BrokenBarrierError:
         pass
     t0 = time.perf_counter()
-    hung = _supervise(league.name, threads, completed, cfg, t0)
+    hung = _supervise(league.name, finished, completed, cfg, t0)
     seconds = time.perf_counter() - t0
     if hung:  # the rate is over the time the league was actually playing
         seconds = max(1e-9, max(s[0] for s in stamps) - t0)
-    stuck = [t.name for t in threads if t.is_alive()]
+    # A worker counts down in its last `finally`, a moment before its thread ends: only a hung
+    # league has stuck threads.
+    stuck = [t.name for t in threads if t.is_alive()] if hung else []
 
     # Give the watcher a moment after the last report (the seeds' watcher polls every 0.1 s),
     # then stop it: a watcher that never saw every match reported must not hang the demo.
@@ -365,23 +373,24 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
 
 
 def _supervise(
-    name: str, threads: list[threading.Thread], completed: list[list[int]], cfg: Config, t0: float
+    name: str, finished: CountDownLatch, completed: list[list[int]], cfg: Config, t0: float
 ) -> bool:
-    """Wait for the worker threads, printing a progress line every ``cfg.progress`` seconds.
-    Returns True if the league stopped making progress for ``cfg.stall_timeout`` seconds (a
-    hung event loop) or outlived ``cfg.timeout``; its threads are daemons and are left behind."""
+    """Wait for the worker threads (``finished`` opens when the last one ends), printing a
+    progress line every ``cfg.progress`` seconds. Returns True if the league stopped making
+    progress for ``cfg.stall_timeout`` seconds (a hung event loop) or outlived ``cfg.timeout``;
+    its threads are daemons and are left behind. Between progress lines it sleeps until the
+    moment the league would count as stalled, unless the latch opens first."""
     last_count, last_change = 0, t0
     next_line = t0 + cfg.progress if cfg.progress > 0 else float("inf")
     while True:
-        alive = [t for t in threads if t.is_alive()]
-        if not alive:
+        wake = min(next_line, last_change + cfg.stall_timeout, t0 + cfg.timeout)
+        if finished.wait(max(0.0, wake - time.perf_counter())):
             return False
-        alive[0].join(0.1)
         now = time.perf_counter()
         count = sum(len(ids) for ids in completed)
         if count != last_count:
             last_count, last_change = count, now
-        elif now - last_change > cfg.stall_timeout or now - t0 > cfg.timeout:
+        elif now - last_change >= cfg.stall_timeout or now - t0 >= cfg.timeout:
             return True
         if now >= next_line:
             pct = 100 * count // max(1, cfg.matches)
