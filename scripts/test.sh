@@ -18,7 +18,8 @@ cd "$ROOT"
 # are marked thread_unsafe with the reason. Files not in the tree yet are reported and left out.
 PARALLEL_TESTS=(
   tests/test_dict.py tests/test_list.py tests/test_state.py tests/test_once.py tests/test_atomic.py
-  tests/test_channel.py tests/test_locks.py
+  tests/test_atomic_ref.py tests/test_lock.py tests/test_lock_async.py tests/test_rwlock.py
+  tests/test_event.py tests/test_semaphore.py tests/test_channel.py
 )
 PARALLEL_THREADS=4
 # The oldest CPython the package supports: its release wheel is smoke-tested in a clean venv.

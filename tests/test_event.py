@@ -12,7 +12,7 @@ import pytest
 from nogilsafe import CountDownLatch, Event
 from nogilsafe.testing import run_concurrently
 
-from tests.conftest import join_all
+from tests._threads import join_all
 
 
 def start(fn) -> threading.Thread:  # type: ignore[no-untyped-def]

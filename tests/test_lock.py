@@ -18,7 +18,7 @@ import pytest
 from nogilsafe import Lock, LockTimeoutError, ReentrancyError, RLock
 from nogilsafe.testing import run_concurrently
 
-from tests.conftest import join_all
+from tests._threads import join_all
 
 KINDS = [Lock, RLock]
 

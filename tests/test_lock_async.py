@@ -12,7 +12,7 @@ import time
 import pytest
 from nogilsafe import Lock, LockTimeoutError, ReentrancyError, RLock
 
-from tests.conftest import join_all
+from tests._threads import join_all
 
 KINDS = [Lock, RLock]
 

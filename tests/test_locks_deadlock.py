@@ -12,7 +12,7 @@ from nogilsafe import Event, Lock
 from nogilsafe.testing import find_deadlocks, lock_waits
 
 from tests._child import run_child
-from tests.conftest import join_all
+from tests._threads import join_all
 
 DEADLOCK = """
 import threading

@@ -12,7 +12,7 @@ import pytest
 from nogilsafe import LockTimeoutError, ReentrancyError, RWLock
 from nogilsafe.testing import run_concurrently
 
-from tests.conftest import join_all
+from tests._threads import join_all
 
 
 def wait_until(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
