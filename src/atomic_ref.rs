@@ -46,7 +46,7 @@ pub struct RefCore {
     retries: AtomicU64,
 }
 
-#[pyclass(frozen, generic, subclass, module = "nogilsafe", name = "AtomicRef")]
+#[pyclass(frozen, subclass, module = "nogilsafe", name = "AtomicRef")]
 pub struct AtomicRef {
     core: Arc<RefCore>,
     /// `None` for the owner, else the owner this view shares its core with (see `shared`).
@@ -67,6 +67,15 @@ impl AtomicRef {
 
 #[pymethods]
 impl AtomicRef {
+    #[classmethod]
+    #[pyo3(signature = (item, /))]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyGenericAlias>> {
+        crate::shared::class_getitem(cls, item)
+    }
+
     #[new]
     #[pyo3(signature = (value = None))]
     fn new(py: Python<'_>, value: Option<Py<PyAny>>) -> Self {

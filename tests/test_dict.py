@@ -8,6 +8,7 @@ import gc
 import pickle
 import types
 import weakref
+from typing import Any
 
 import pytest
 from nogilsafe import DELETE, MISSING, ReentrancyError, ThreadSafeDict
@@ -333,3 +334,22 @@ def test_operations_with_itself_do_not_deadlock() -> None:
         assert ThreadSafeDict(t) == t
 
     run_concurrently(body, threads=1, timeout=10)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: d.get(key="a"),
+        lambda d: d.get("a", default=1),
+        lambda d: d.setdefault(key="a"),
+        lambda d: d.pop(key="a"),
+        lambda d: type(d).fromkeys(iterable=["a"]),
+    ],
+)
+def test_dict_methods_take_positional_arguments_only_as_dict_does(call: Any) -> None:
+    with pytest.raises(TypeError):
+        call({"a": 1})
+    d = ThreadSafeDict({"a": 1})
+    with pytest.raises(TypeError):
+        call(d)
+    assert d == {"a": 1}

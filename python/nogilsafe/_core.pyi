@@ -29,11 +29,22 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "DELETE",
     "MISSING",
+    "AtomicBool",
     "AtomicInt",
+    "AtomicRef",
+    "BoundedSemaphore",
+    "CountDownLatch",
+    "Event",
+    "Lock",
+    "LockHold",
     "LockTimeoutError",
     "NogilsafeError",
     "OnceCell",
+    "RLock",
+    "RWLock",
+    "RWLockGuard",
     "ReentrancyError",
+    "Semaphore",
     "Sentinel",
     "StateChange",
     "StateConflictError",
@@ -48,6 +59,8 @@ __all__ = [
     "ThreadSafeState",
     "ThreadSafeStateError",
     "_OnceAttempt",
+    "_lock_waits",
+    "_restore_snapshot",
 ]
 
 class NogilsafeError(Exception): ...
@@ -253,7 +266,7 @@ class OnceCell(Generic[_T]):
     def _abandon(self, id: int) -> bool: ...
     def _waiting(self) -> int:
         """How many callers wait for the initialisation in progress (for tests)."""
-    def __class_getitem__(cls, key: Any) -> GenericAlias: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
 
 @final
 class _OnceAttempt:
@@ -276,6 +289,7 @@ DELETE: Sentinel
 MISSING: Sentinel
 """Passed to a ``compute`` function when the key is absent."""
 
+@disjoint_base
 class ThreadSafeDict(Generic[_K, _V]):
     """A dict shared by threads: sharded, every operation atomic, iteration on snapshots.
 
@@ -327,7 +341,7 @@ class ThreadSafeDict(Generic[_K, _V]):
         """Remove and return the most recently inserted pair (O(n))."""
     def update(self, arg: Mapping[_K, _V] | Iterable[tuple[_K, _V]] = ..., /, **kwargs: _V) -> None:
         """Like ``dict.update``, but all-or-nothing and never seen half-applied."""
-    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> None:
+    def update_many(self, mapping: Mapping[_K, _V] | Iterable[tuple[_K, _V]]) -> None:
         """Apply every pair atomically."""
     def clear(self) -> None: ...
     def copy(self) -> ThreadSafeDict[_K, _V]:
@@ -349,42 +363,44 @@ class ThreadSafeDict(Generic[_K, _V]):
     __hash__: None  # type: ignore[assignment]
     def __or__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
     def __ror__(self, other: Mapping[_T, _V], /) -> ThreadSafeDict[_K | _T, _V]: ...
-    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...
+    # Narrower than __or__ on purpose, as typeshed's dict.__ior__: in place, the key and value
+    # types cannot widen.
+    def __ior__(self, other: Mapping[_K, _V] | Iterable[tuple[_K, _V]], /) -> Self: ...  # type: ignore[misc]
     def __reduce__(self) -> tuple[Any, ...]: ...
     def get_or_insert_with(
-        self, key: _K, factory: Callable[[], _V], /, *, timeout: float | None = None
+        self, key: _K, factory: Callable[[], _V], *, timeout: float | None = None
     ) -> _V:
         """Return ``key``'s value, inserting ``factory()`` first if absent.
 
         ``factory`` runs with no lock held, once per successful insert: concurrent callers for
         the same key wait (``LockTimeoutError`` after ``timeout`` seconds) and get the same value.
         """
-    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel], /) -> _V | None:
+    def compute(self, key: _K, fn: Callable[[_V | Sentinel], _V | Sentinel]) -> _V | None:
         """Store ``fn(value)`` (``fn(MISSING)`` when absent) atomically; ``DELETE`` removes the key.
 
         ``fn`` runs with no lock held and reruns if the entry changed meanwhile. Returns the new
         value, or None when the key was deleted.
         """
     def update_value(
-        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ..., /
+        self, key: _K, fn: Callable[[_V], _V | Sentinel], default: _V | Sentinel = ...
     ) -> _V | None:
         """Store ``fn(value)``, ``fn(default)`` when absent (KeyError without a default)."""
-    def compare_and_set(self, key: _K, expected: object, new: _V, /) -> bool:
+    def compare_and_set(self, key: _K, expected: object, new: _V) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (identity, or C-level equality of
         int/float/str/bytes/bool/None/tuples of those; never a Python ``__eq__``)."""
-    def pop_if(self, key: _K, expected: object, /) -> bool:
+    def pop_if(self, key: _K, expected: object) -> bool:
         """Remove ``key`` if its value is ``expected`` (same rule as ``compare_and_set``)."""
-    def swap(self, key: _K, value: _V, default: Any = None, /) -> Any:
+    def swap(self, key: _K, value: _V, default: Any = None) -> Any:
         """Store ``value``; return the previous value (``default`` if absent)."""
-    def increment(self, key: _K, delta: Any = 1, default: Any = 0, /) -> Any:
-        """Add ``delta`` to the value (``default`` when absent) atomically; return the result."""
+    def increment(self, key: _K, delta: Any = ..., default: Any = ...) -> Any:
+        """Add ``delta`` (1 when omitted) to the value (``default`` when absent, 0 when omitted)
+        atomically; return the result. ``None`` for either is a ``TypeError``."""
     @property
     def compute_retries(self) -> int:
         """How many times an optimistic operation reran its function."""
 
 # --- ThreadSafeState ------------------------------------------------------------------------------
 
-_T = _TypeVar("_T")
 _D = _TypeVar("_D")
 _R = _TypeVar("_R")
 
@@ -415,6 +431,7 @@ class StateSnapshot(_Mapping[str, _T]):
     def __copy__(self) -> Self: ...
     def __deepcopy__(self, memo: Any, /) -> Self: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
 
 def _restore_snapshot(version: int, items: dict[str, Any], isolation: str) -> StateSnapshot[Any]:
     """Unpickles a ``StateSnapshot``."""
@@ -468,6 +485,7 @@ class StateTransaction(_Generic[_T]):
     def delete(self, key: str) -> bool: ...
     def __delitem__(self, key: str, /) -> None: ...
     def keys(self) -> list[str]: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
 
 @final
 class StateSubscription:
@@ -505,7 +523,7 @@ class ThreadSafeState(_Generic[_T]):
         *,
         max_history: int = 1000,
         isolation: _Literal["freeze", "deepcopy", "reference"] = "freeze",
-    ) -> Self: ...
+    ) -> None: ...
     def local(self) -> ThreadSafeState[_T]:
         """A per-thread view sharing this state (a plain ``ThreadSafeState``, also for a
         subclass)."""
@@ -611,6 +629,7 @@ class LockHold:
         /,
     ) -> _Awaitable[None]: ...
 
+@disjoint_base
 class Lock:
     """A lock for threads and for any event loop. ``acquire``/``release``/``with`` as
     ``threading.Lock`` (but owned: only its holder may release it); ``async with`` and
@@ -661,6 +680,7 @@ class Lock:
     def _abandon(self, ticket: int) -> None: ...
     def _timeout_error(self, timeout: float | None = None) -> LockTimeoutError: ...
 
+@disjoint_base
 class RLock:
     """A re-entrant ``Lock``: its holder (a thread, or a task) may acquire it again and must
     release it as many times."""
@@ -730,6 +750,7 @@ class RWLockGuard:
         /,
     ) -> _Awaitable[None]: ...
 
+@disjoint_base
 class RWLock:
     """Many readers or one writer, for threads and any event loop; writer-preferring. Upgrading a
     read to a write (or writing twice) raises ``ReentrancyError`` instead of deadlocking."""
@@ -764,6 +785,7 @@ class RWLock:
     def _abandon(self, ticket: int) -> None: ...
     def _timeout_error(self, write: bool, timeout: float | None = None) -> LockTimeoutError: ...
 
+@disjoint_base
 class Event:
     """``threading.Event`` for threads and for any event loop: ``set`` wakes every waiter."""
 
@@ -785,6 +807,7 @@ class Event:
     def _finish(self, ticket: int) -> tuple[int, Any]: ...
     def _abandon(self, ticket: int) -> None: ...
 
+@disjoint_base
 class CountDownLatch:
     """Opens after ``count`` calls of ``count_down()``; ``wait``/``wait_async`` until then."""
 
@@ -806,6 +829,7 @@ class CountDownLatch:
     def _finish(self, ticket: int) -> tuple[int, Any]: ...
     def _abandon(self, ticket: int) -> None: ...
 
+@disjoint_base
 class Semaphore:
     """``threading.Semaphore`` for threads and for any event loop, served in FIFO order."""
 
@@ -844,6 +868,7 @@ class Semaphore:
     def _finish(self, ticket: int) -> tuple[int, Any]: ...
     def _abandon(self, ticket: int) -> None: ...
 
+@disjoint_base
 class BoundedSemaphore:
     """A ``Semaphore`` whose releases may not exceed its initial value (``ValueError``)."""
 
@@ -882,6 +907,7 @@ class BoundedSemaphore:
     def _finish(self, ticket: int) -> tuple[int, Any]: ...
     def _abandon(self, ticket: int) -> None: ...
 
+@disjoint_base
 class AtomicRef(Generic[_LV]):
     """An atomic reference to any object: ``compare_and_set`` compares identity; ``update(fn)``
     reruns ``fn`` (with nothing held) when another write came first."""
@@ -896,8 +922,9 @@ class AtomicRef(Generic[_LV]):
     def update(self, fn: Callable[[_LV], _LV]) -> _LV: ...
     @property
     def update_retries(self) -> int: ...
-    def __class_getitem__(cls, key: Any) -> GenericAlias: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
 
+@disjoint_base
 class AtomicBool:
     """A boolean changed by single atomic instructions."""
 

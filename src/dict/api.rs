@@ -276,7 +276,7 @@ impl ThreadSafeDict {
             .map(Bound::into_any)
     }
 
-    #[pyo3(signature = (key, default = None))]
+    #[pyo3(signature = (key, default = None, /))]
     fn get(
         &self,
         py: Python<'_>,
@@ -291,7 +291,7 @@ impl ThreadSafeDict {
     }
 
     /// Insert `key` with `default` if absent (atomically); return the value now stored.
-    #[pyo3(signature = (key, default = None))]
+    #[pyo3(signature = (key, default = None, /))]
     fn setdefault(
         &self,
         py: Python<'_>,
@@ -304,7 +304,7 @@ impl ThreadSafeDict {
         self.core.setdefault(&k, default.unwrap_or(&none))
     }
 
-    #[pyo3(signature = (key, *default))]
+    #[pyo3(signature = (key, /, *default))]
     fn pop(&self, key: &Bound<'_, PyAny>, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         if default.len() > 1 {
             return Err(PyTypeError::new_err(format!(
@@ -401,7 +401,7 @@ impl ThreadSafeDict {
     /// `dict.fromkeys`: an instance of `cls` (built by `cls()`) mapping each key to `value`;
     /// for a subclass, each pair is set with `__setitem__`, as for `dict` subclasses.
     #[classmethod]
-    #[pyo3(signature = (iterable, value = None))]
+    #[pyo3(signature = (iterable, value = None, /))]
     fn fromkeys<'py>(
         cls: &Bound<'py, PyType>,
         iterable: &Bound<'py, PyAny>,
@@ -425,6 +425,7 @@ impl ThreadSafeDict {
     }
 
     #[classmethod]
+    #[pyo3(signature = (item, /))]
     fn __class_getitem__<'py>(
         cls: &Bound<'py, PyType>,
         item: &Bound<'py, PyAny>,
