@@ -19,8 +19,8 @@ use super::args::{
 };
 use super::scan::{AddAbsent, Decision, RemoveFirst, RemoveIf};
 use super::search::{eq_nopy, eq_py};
+use super::sort;
 use super::storage::{ListCore, Refs};
-use super::{sort, views};
 use crate::shared::SharedCore;
 use crate::{pycall, sync};
 
@@ -79,9 +79,9 @@ impl ThreadSafeList {
     /// An empty list; `__init__` fills it (as `list.__new__` ignores its arguments, so that a
     /// subclass's `__init__` may take its own).
     #[new]
-    #[pyo3(signature = (*args, **_kwargs))]
-    fn __new__(args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
-        views::adopted(args).unwrap_or_else(|| Self::with_items(Refs::default()))
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn __new__(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        crate::shared::adopted::<Self>().unwrap_or_else(|| Self::with_items(Refs::default()))
     }
 
     /// `list.__init__`: the elements become those of `iterable` (none without it), atomically —
@@ -125,7 +125,7 @@ impl ThreadSafeList {
 
     /// A per-thread view sharing this list (of the same class).
     fn local<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
-        views::local(slf)
+        crate::shared::local(slf)
     }
 
     /// An atomic copy of the elements, as a builtin list.

@@ -39,7 +39,6 @@ mod scan;
 mod search;
 mod sort;
 mod storage;
-mod views;
 
 pub use api::ThreadSafeList;
 

@@ -5,7 +5,6 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use super::api::ThreadSafeList;
-use super::views;
 use crate::pycall;
 
 fn newobj(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -39,7 +38,7 @@ impl ThreadSafeList {
     /// `__init__` (`copyreg.__newobj__`) and gets its state back, as a `list` subclass does.
     pub(super) fn reduce<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        if let Some(r) = views::reduce_view(slf)? {
+        if let Some(r) = crate::shared::reduce_view(slf)? {
             return Ok(r);
         }
         let items = slf.get().core.snapshot_list(py)?.into_any().try_iter()?;
