@@ -10,6 +10,8 @@ import pytest
 from nogilsafe import AtomicBool, AtomicRef, ReentrancyError
 from nogilsafe.testing import run_concurrently
 
+from tests._child import run_child
+
 
 def test_get_set_swap() -> None:
     r: AtomicRef[object] = AtomicRef()
@@ -119,3 +121,18 @@ def test_atomic_bool_toggles_are_not_lost() -> None:
 
     run_concurrently(work, threads=8, timeout=60)
     assert b.get() is False  # 8000 toggles
+
+
+@pytest.mark.thread_unsafe(reason="runs a child process")
+def test_a_chain_of_100000_atomic_refs_frees_without_recursing() -> None:
+    # A chain of 100,000 nested lists frees fine (CPython's deallocator does not recurse).
+    code = (
+        "import nogilsafe as ns\n"
+        "x = None\n"
+        "for _ in range(100_000):\n"
+        "    x = ns.AtomicRef(ns.AtomicRef(x).local())\n"
+        "del x\n"
+        'print("FREED")\n'
+    )
+    r = run_child(code, timeout=300)
+    assert r.returncode == 0 and "FREED" in r.stdout, r.describe()
