@@ -365,12 +365,24 @@ impl Channel {
         }
     }
 
-    /// The async protocol's `finish`: a woken getter or putter retries (keeping its place); a
-    /// woken joiner is done.
+    /// The async protocol's `finish`: a woken joiner is done; a woken getter tries its get here
+    /// (saving the glue a second `begin`), and a woken putter retries through `begin` (it has
+    /// the item), both keeping their place in line if they must wait again.
     fn _finish<'py>(&self, py: Python<'py>, ticket: u64) -> PyResult<Bound<'py, PyTuple>> {
-        match self.core.finish(py, ticket) {
+        let core = &self.core;
+        match core.finish(py, ticket) {
             Some((Kind::Join, _)) => (GRANTED, py.None()).into_pyobject(py),
-            Some((_, since)) => (RETRY, since_token(since)).into_pyobject(py),
+            Some((Kind::Get, since)) => {
+                let mut owed = Owed::default();
+                let got = get_attempt(core, &mut owed);
+                core.settle(py, owed);
+                match got {
+                    Some(Some(item)) => (GRANTED, item).into_pyobject(py),
+                    Some(None) => (CLOSED, py.None()).into_pyobject(py),
+                    None => (RETRY, since_token(since)).into_pyobject(py),
+                }
+            }
+            Some((Kind::Put, since)) => (RETRY, since_token(since)).into_pyobject(py),
             None => (TIMED_OUT, py.None()).into_pyobject(py),
         }
     }
