@@ -149,6 +149,7 @@ impl Channel {
     }
 
     #[classmethod]
+    #[pyo3(signature = (item, /))]
     fn __class_getitem__<'py>(
         cls: &Bound<'py, PyType>,
         item: &Bound<'py, PyAny>,
