@@ -535,16 +535,16 @@ impl ChannelCore {
     }
 
     /// The async protocol's `finish`: which list `ticket` was in and, if it was woken, the
-    /// `since` it re-queues with. `None`: withdrawn without a wakeup (its deadline passed).
-    pub fn finish(&self, py: Python<'_>, ticket: Ticket) -> Option<(Kind, Instant)> {
+    /// `since` it re-queues with (`None`: withdrawn unwoken, its deadline passed).
+    pub fn finish(&self, py: Python<'_>, ticket: Ticket) -> Option<(Kind, Option<Instant>)> {
         with_waiters(py, &self.waits, |w, wakes| {
             let mut found = None;
             for kind in [Kind::Get, Kind::Put, Kind::Join] {
-                match kind.list()(w).withdraw(ticket, wakes) {
-                    Withdrawn::Granted(since) => found = Some((kind, since)),
+                found = match kind.list()(w).withdraw(ticket, wakes) {
                     Withdrawn::Unknown => continue,
-                    Withdrawn::Removed | Withdrawn::Closed => {}
-                }
+                    Withdrawn::Granted(since) => Some((kind, Some(since))),
+                    Withdrawn::Removed | Withdrawn::Closed => Some((kind, None)),
+                };
                 break;
             }
             self.publish(w);
