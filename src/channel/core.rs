@@ -22,7 +22,7 @@
 //! one more pop finds it or the channel is drained for good. A getter that finds the channel
 //! closed with puts still in flight waits; the last of those puts wakes every getter.
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
@@ -47,15 +47,55 @@ enum Queue {
     Segments(SegQueue<Py<PyAny>>),
 }
 
+impl Queue {
+    /// Push where there is room (a reserved slot, or one a walk just emptied).
+    fn push(&self, item: Py<PyAny>) {
+        match self {
+            Queue::Segments(q) => q.push(item),
+            Queue::Array(q) => {
+                // There is room (`Items`' doc): `force_push` never has to evict.
+                let evicted = q.force_push(item);
+                debug_assert!(evicted.is_none(), "a reserved slot was taken");
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<Py<PyAny>> {
+        match self {
+            Queue::Array(q) => q.pop(),
+            Queue::Segments(q) => q.pop(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Queue::Array(q) => q.len(),
+            Queue::Segments(q) => q.len(),
+        }
+    }
+}
+
 /// The items. A bounded channel *reserves* a slot before pushing: `reserved` counts the items
 /// in the queue and those being pushed, and a pop frees its slot after taking the item. So a push
 /// after a reservation always finds room, and a put that fails for want of space has changed
 /// nothing (not even `unfinished`, which a racing `task_done` could otherwise see).
+///
+/// The collector must see the items (a cycle through a channel is collected), but a crossbeam
+/// queue cannot be walked: `traverse` takes the items out and puts them back in order. It may
+/// do so only while no push or pop is under way, which `busy` tracks: pushes and pops in flight,
+/// and `TRAVERSING` while the walk lasts. During a collection that is always the case (the
+/// interpreter stops every other thread, or they wait for the GIL, and a push or pop never
+/// detaches); a walk that finds one under way (`gc.get_referents` racing with a put) reports no
+/// items, which can only delay a collection, and a push or pop that meets a walk yields until it
+/// ends.
 struct Items {
     queue: Queue,
     limit: Option<usize>,
     reserved: CachePadded<AtomicUsize>,
+    busy: CachePadded<AtomicUsize>,
 }
+
+const TRAVERSING: usize = 1 << (usize::BITS - 1);
 
 impl Items {
     fn new(maxsize: usize) -> Items {
@@ -66,6 +106,7 @@ impl Items {
             },
             limit: (maxsize > 0).then_some(maxsize),
             reserved: CachePadded::new(AtomicUsize::new(0)),
+            busy: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
@@ -80,34 +121,56 @@ impl Items {
         }
     }
 
-    /// Push into a reserved slot.
-    fn push(&self, item: Py<PyAny>) {
-        match &self.queue {
-            Queue::Segments(q) => q.push(item),
-            Queue::Array(q) => {
-                // The reservation guarantees room (module doc): `force_push` never has to evict.
-                let evicted = q.force_push(item);
-                debug_assert!(evicted.is_none(), "a reserved slot was taken");
+    /// Run a push or pop, never during a walk (see the type's doc).
+    #[inline]
+    fn busy<R>(&self, f: impl FnOnce(&Queue) -> R) -> R {
+        while self.busy.fetch_add(1, SeqCst) & TRAVERSING != 0 {
+            self.busy.fetch_sub(1, SeqCst);
+            while self.busy.load(SeqCst) & TRAVERSING != 0 {
+                std::thread::yield_now();
             }
         }
+        let r = f(&self.queue);
+        self.busy.fetch_sub(1, SeqCst);
+        r
+    }
+
+    /// Push into a reserved slot.
+    fn push(&self, item: Py<PyAny>) {
+        self.busy(|q| q.push(item));
     }
 
     fn pop(&self) -> Option<Py<PyAny>> {
-        let item = match &self.queue {
-            Queue::Array(q) => q.pop(),
-            Queue::Segments(q) => q.pop(),
-        }?;
+        let item = self.busy(Queue::pop)?;
         if self.limit.is_some() {
             self.reserved.fetch_sub(1, SeqCst);
         }
         Some(item)
     }
 
-    fn len(&self) -> usize {
-        match &self.queue {
-            Queue::Array(q) => q.len(),
-            Queue::Segments(q) => q.len(),
+    /// Report every item to the collector, in place (see the type's doc).
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if self
+            .busy
+            .compare_exchange(0, TRAVERSING, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Ok(());
         }
+        let mut items = Vec::with_capacity(self.queue.len());
+        while let Some(item) = self.queue.pop() {
+            items.push(item);
+        }
+        let visited = items.iter().try_for_each(|item| visit.call(item));
+        for item in items {
+            self.queue.push(item);
+        }
+        self.busy.fetch_and(!TRAVERSING, SeqCst);
+        visited
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
     }
 
     fn is_full(&self) -> bool {
@@ -184,8 +247,9 @@ pub enum Put {
 }
 
 pub struct ChannelCore {
-    items: Items,
-    pub maxsize: usize,
+    /// Set by the first `configure` (`Channel.__init__`), or unbounded at first use by a
+    /// subclass whose `__init__` never called ours.
+    items: OnceLock<Items>,
     /// `CLOSED` | the number of puts in flight (see the module doc).
     puts: CachePadded<AtomicU64>,
     /// Items put and not yet marked done with `task_done` (`queue.Queue.unfinished_tasks`).
@@ -197,10 +261,9 @@ pub struct ChannelCore {
 }
 
 impl ChannelCore {
-    pub fn new(maxsize: usize) -> ChannelCore {
+    pub fn new() -> ChannelCore {
         ChannelCore {
-            items: Items::new(maxsize),
-            maxsize,
+            items: OnceLock::new(),
             puts: CachePadded::new(AtomicU64::new(0)),
             unfinished: CachePadded::new(AtomicU64::new(0)),
             getters_waiting: CachePadded::new(AtomicUsize::new(0)),
@@ -210,12 +273,30 @@ impl ChannelCore {
         }
     }
 
+    #[inline]
+    fn items(&self) -> &Items {
+        self.items.get_or_init(|| Items::new(0))
+    }
+
+    /// Give the channel its bound: false if it already has another one.
+    pub fn configure(&self, maxsize: usize) -> bool {
+        self.items
+            .get_or_init(|| Items::new(maxsize))
+            .limit
+            .unwrap_or(0)
+            == maxsize
+    }
+
+    pub fn maxsize(&self) -> usize {
+        self.items().limit.unwrap_or(0)
+    }
+
     pub fn qsize(&self) -> usize {
-        self.items.len()
+        self.items().len()
     }
 
     pub fn is_full(&self) -> bool {
-        self.items.is_full()
+        self.items().is_full()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -244,13 +325,13 @@ impl ChannelCore {
             self.end_put(owed);
             return Put::Closed(item);
         }
-        if !self.items.reserve() {
+        if !self.items().reserve() {
             self.end_put(owed);
             return Put::Full(item);
         }
         // Counted before the push: a getter may `task_done` the item before we return.
         self.unfinished.fetch_add(1, SeqCst);
-        self.items.push(item);
+        self.items().push(item);
         self.end_put(owed);
         // The fence in `end_put` orders the push before this read (module doc).
         if self.getters_waiting.load(SeqCst) > 0 {
@@ -271,14 +352,14 @@ impl ChannelCore {
 
     /// Pop one item; `Closed` only when closed and drained (module doc).
     pub fn get_raw(&self, owed: &mut Owed) -> Got {
-        if let Some(item) = self.items.pop() {
+        if let Some(item) = self.items().pop() {
             self.after_pops(1, owed);
             return Got::Item(item);
         }
         if self.puts.load(SeqCst) != CLOSED {
             return Got::Empty;
         }
-        match self.items.pop() {
+        match self.items().pop() {
             Some(item) => {
                 self.after_pops(1, owed);
                 Got::Item(item)
@@ -291,7 +372,9 @@ impl ChannelCore {
     pub fn drain_raw(&self, max: usize, out: &mut Vec<Py<PyAny>>, owed: &mut Owed) {
         let mut n = 0;
         while n < max {
-            let Some(item) = self.items.pop() else { break };
+            let Some(item) = self.items().pop() else {
+                break;
+            };
             out.push(item);
             n += 1;
         }
@@ -301,7 +384,7 @@ impl ChannelCore {
     }
 
     fn after_pops(&self, n: usize, owed: &mut Owed) {
-        if self.maxsize > 0 {
+        if self.items().limit.is_some() {
             fence(SeqCst);
             if self.putters_waiting.load(SeqCst) > 0 {
                 owed.putters += n;
@@ -372,8 +455,8 @@ impl ChannelCore {
     /// there is still something to retry for.
     fn pass_on_locked(&self, kind: Kind, w: &mut Waits, wakes: &mut Wakeups) {
         let due = match kind {
-            Kind::Get => self.items.len() > 0 || self.is_closed(),
-            Kind::Put => !self.items.is_full() || self.is_closed(),
+            Kind::Get => self.items().len() > 0 || self.is_closed(),
+            Kind::Put => !self.items().is_full() || self.is_closed(),
             Kind::Join => false, // joiners are woken all at once
         };
         if due {
@@ -553,6 +636,9 @@ impl ChannelCore {
     }
 
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(items) = self.items.get() {
+            items.traverse(visit)?;
+        }
         if let Some(w) = self.waits.try_lock() {
             w.getters.traverse(visit)?;
             w.putters.traverse(visit)?;
@@ -568,6 +654,18 @@ fn wake_front(list: &mut WaitList<Instant, ()>, wakes: &mut Wakeups) -> bool {
         return false;
     };
     list.grant_front(since, wakes).is_ok()
+}
+
+impl ChannelCore {
+    /// `__clear__`: take every item out, for the caller to release (the collector found the
+    /// channel in a dead cycle).
+    pub fn take_all(&self) -> Vec<Py<PyAny>> {
+        let mut items = Vec::new();
+        while let Some(item) = self.items.get().and_then(Items::pop) {
+            items.push(item);
+        }
+        items
+    }
 }
 
 impl Reclaim for ChannelCore {
@@ -593,10 +691,7 @@ impl Drop for ChannelCore {
         for list in [&mut w.getters, &mut w.putters, &mut w.joiners] {
             drop(list.clear_into(&mut wakes));
         }
-        let mut items = Vec::new();
-        while let Some(item) = self.items.pop() {
-            items.push(item);
-        }
+        let items = self.take_all();
         if !items.is_empty() || !wakes.is_empty() {
             Python::attach(|py| {
                 wakes.perform(py);
