@@ -190,7 +190,11 @@ class ChannelModel(RuleBasedStateMachine):
             assert c.maxsize == self.maxsize
         if self.mirror is not None:
             q = self.mirror
-            assert (q.qsize(), q.empty(), q.full()) == (len(self.model), not self.model, self.full())
+            assert (q.qsize(), q.empty(), q.full()) == (
+                len(self.model),
+                not self.model,
+                self.full(),
+            )
             assert q.unfinished_tasks == self.unfinished
 
 

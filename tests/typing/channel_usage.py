@@ -40,7 +40,8 @@ jobs.task_done()
 jobs.join(timeout=1)
 jobs.join()
 jobs.close()
-assert_type(iter(jobs), Iterator[int])
+as_iterator: Iterator[int] = iter(jobs)
+as_async_iterator: AsyncIterator[int] = jobs.__aiter__()
 for job in jobs:
     assert_type(job, int)
 
@@ -87,7 +88,6 @@ async def main() -> None:
     assert_type(await jobs.get_async(timeout=1), int)
     await jobs.join_async()
     await jobs.join_async(timeout=3)
-    assert_type(jobs.__aiter__(), AsyncIterator[int])
     async for job in view:
         assert_type(job, int)
     async for line in lines:
