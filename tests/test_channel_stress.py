@@ -6,6 +6,7 @@ one, so a waiter that close did not wake fails the test instead of hanging it)."
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
 import sys
 import threading
@@ -360,3 +361,32 @@ def test_cancellation_storm_conserves_items(seed: int) -> None:
     tally.check()
     assert counts["get cancelled"] > 0 and counts["put cancelled"] > 0, counts
     assert ch.closed and ch.empty()
+
+
+def test_task_done_too_many_times_raises_while_puts_fail_on_a_full_channel() -> None:
+    # Every put_nowait below fails (the channel is full) and must change nothing; every
+    # task_done is one too many (the one item was already marked done) and must raise, as
+    # queue.Queue's does, leaving unfinished_tasks at 0 for join.
+    ch: Channel[int] = Channel(1)
+    ch.put(0)
+    ch.task_done()
+    accepted = [0]
+
+    def work(i: int) -> None:
+        for _ in range(50_000):
+            if i == 0:
+                try:
+                    ch.task_done()
+                    accepted[0] += 1
+                except ValueError:
+                    pass
+            else:
+                try:
+                    ch.put_nowait(i)
+                except queue.Full:
+                    pass
+
+    run_concurrently(work, threads=3, timeout=120)
+    assert (accepted[0], ch.unfinished_tasks) == (0, 0)
+    ch.join(timeout=1)
+    assert ch.get_nowait() == 0

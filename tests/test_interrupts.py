@@ -352,3 +352,58 @@ def test_sigint_racing_items_loses_and_duplicates_nothing(name: str) -> None:
     result = [line.split() for line in r.stdout.splitlines() if line.startswith("RESULT")]
     assert result and result[0][1] == "True", r.describe()
     assert int(result[0][2]) > 0, f"never interrupted: {r.describe()}"
+
+
+def test_sigint_while_a_put_wakes_a_waiter_on_another_loop() -> None:
+    # Each put wakes a get_async waiting on a loop in another thread, which runs Python code
+    # (loop.call_soon_threadsafe) inside the put: a KeyboardInterrupt raised there must neither
+    # vanish nor cost the waiter its wakeup.
+    code = (
+        RACE_PRELUDE
+        + """
+import asyncio
+N = 6000
+unraisable = []
+sys.unraisablehook = lambda u: unraisable.append(repr(u.exc_value))
+ch = ns.Channel()
+got, errors = [], []
+ready = threading.Event()
+
+def consumer():
+    async def main():
+        ready.set()
+        while len(got) < N:
+            try:
+                got.append(await ch.get_async(timeout=10))
+            except Exception as e:  # a waiter whose wakeup was lost times out
+                errors.append(repr(e))
+                return
+    asyncio.run(main())
+
+c = threading.Thread(target=consumer, daemon=True)
+c.start()
+ready.wait(10)
+
+def fast_pester():
+    while not stop.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.0003)
+
+threading.Thread(target=fast_pester, daemon=True).start()
+done = []
+while len(done) < N:
+    try:
+        armed = True
+        done.extend(map(ch.put, range(len(done), len(done) + 1)))
+        armed = False
+    except KeyboardInterrupt:
+        pass
+    time.sleep(0.0002)  # the consumer is waiting again by the next put
+stop.set()
+c.join(60)
+print("GOT", len(got), "IN CHANNEL", ch.qsize(), "ERRORS", errors, "UNRAISABLE", unraisable[:3])
+print("RESULT", got == list(range(N)) and not errors and not unraisable)
+"""
+    )
+    r = run_child(code, timeout=120)
+    assert r.returncode == 0 and "RESULT True" in r.stdout.splitlines(), r.describe()
