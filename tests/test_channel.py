@@ -445,6 +445,25 @@ def test_get_many_max_items_is_checked() -> None:
     assert ch.get_many(2) == [1]
 
 
+@pytest.mark.parametrize("maxsize", [1, 2**16, 2**16 + 1], ids=["small", "largest array", "lazy"])
+def test_a_bound_of_any_size_is_exact(maxsize: int) -> None:
+    # Small bounds and large ones are stored differently (preallocated or grown on demand).
+    ch: Channel[int] = Channel(maxsize)
+    for i in range(maxsize):
+        ch.put_nowait(i)
+    assert ch.full() and ch.qsize() == maxsize and ch.unfinished_tasks == maxsize
+    with pytest.raises(ChannelFull):
+        ch.put_nowait(-1)
+    with pytest.raises(LockTimeoutError):
+        ch.put(-1, timeout=0.01)
+    assert ch.qsize() == maxsize and ch.unfinished_tasks == maxsize
+    assert ch.get_nowait() == 0 and not ch.full()
+    ch.put_nowait(maxsize)
+    assert ch.full()
+    assert ch.get_many(maxsize + 10) == list(range(1, maxsize + 1))
+    assert ch.empty() and not ch.full()
+
+
 def test_get_many_frees_space_in_a_bounded_channel() -> None:
     ch: Channel[int] = Channel(3)
     for i in range(3):
