@@ -1,7 +1,6 @@
 """Type stubs for nogilsafe's native core."""
 
 import queue as _queue
-
 from collections.abc import Awaitable as _Awaitable
 from collections.abc import (
     Callable,

@@ -39,85 +39,79 @@ use crate::waiters::{self, with_waiters, Reclaim, Ticket, WaitList, Waiter, Wake
 const CLOSED: u64 = 1 << 63;
 
 /// A bound up to this many items is allocated up front (an `ArrayQueue`: 16 bytes a slot); a
-/// larger one is counted against a `SegQueue`, which grows and shrinks with its contents.
+/// larger one, or none, uses a `SegQueue`, which grows and shrinks with its contents.
 const ARRAY_MAX: usize = 1 << 16;
 
-enum Items {
+enum Queue {
     Array(ArrayQueue<Py<PyAny>>),
-    Segments {
-        queue: SegQueue<Py<PyAny>>,
-        /// `Some(n)` bounds the queue at `n`: `reserved` counts the items in it and those being
-        /// pushed, so a push that would exceed the bound fails before it starts.
-        limit: Option<usize>,
-        reserved: CachePadded<AtomicUsize>,
-    },
+    Segments(SegQueue<Py<PyAny>>),
+}
+
+/// The items. A bounded channel *reserves* a slot before pushing: `reserved` counts the items
+/// in the queue and those being pushed, and a pop frees its slot after taking the item. So a push
+/// after a reservation always finds room, and a put that fails for want of space has changed
+/// nothing (not even `unfinished`, which a racing `task_done` could otherwise see).
+struct Items {
+    queue: Queue,
+    limit: Option<usize>,
+    reserved: CachePadded<AtomicUsize>,
 }
 
 impl Items {
     fn new(maxsize: usize) -> Items {
-        match maxsize {
-            1..=ARRAY_MAX => Items::Array(ArrayQueue::new(maxsize)),
-            _ => Items::Segments {
-                queue: SegQueue::new(),
-                limit: (maxsize > 0).then_some(maxsize),
-                reserved: CachePadded::new(AtomicUsize::new(0)),
+        Items {
+            queue: match maxsize {
+                1..=ARRAY_MAX => Queue::Array(ArrayQueue::new(maxsize)),
+                _ => Queue::Segments(SegQueue::new()),
             },
+            limit: (maxsize > 0).then_some(maxsize),
+            reserved: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
-    fn push(&self, item: Py<PyAny>) -> Result<(), Py<PyAny>> {
-        match self {
-            Items::Array(q) => q.push(item),
-            Items::Segments {
-                queue,
-                limit,
-                reserved,
-            } => {
-                if let Some(limit) = *limit {
-                    if reserved
-                        .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1))
-                        .is_err()
-                    {
-                        return Err(item);
-                    }
-                }
-                queue.push(item);
-                Ok(())
+    /// Take a slot for one push: false if the channel is full.
+    fn reserve(&self) -> bool {
+        match self.limit {
+            None => true,
+            Some(limit) => self
+                .reserved
+                .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1))
+                .is_ok(),
+        }
+    }
+
+    /// Push into a reserved slot.
+    fn push(&self, item: Py<PyAny>) {
+        match &self.queue {
+            Queue::Segments(q) => q.push(item),
+            Queue::Array(q) => {
+                // The reservation guarantees room (module doc): `force_push` never has to evict.
+                let evicted = q.force_push(item);
+                debug_assert!(evicted.is_none(), "a reserved slot was taken");
             }
         }
     }
 
     fn pop(&self) -> Option<Py<PyAny>> {
-        match self {
-            Items::Array(q) => q.pop(),
-            Items::Segments {
-                queue,
-                limit,
-                reserved,
-            } => {
-                let item = queue.pop()?;
-                if limit.is_some() {
-                    reserved.fetch_sub(1, SeqCst);
-                }
-                Some(item)
-            }
+        let item = match &self.queue {
+            Queue::Array(q) => q.pop(),
+            Queue::Segments(q) => q.pop(),
+        }?;
+        if self.limit.is_some() {
+            self.reserved.fetch_sub(1, SeqCst);
         }
+        Some(item)
     }
 
     fn len(&self) -> usize {
-        match self {
-            Items::Array(q) => q.len(),
-            Items::Segments { queue, .. } => queue.len(),
+        match &self.queue {
+            Queue::Array(q) => q.len(),
+            Queue::Segments(q) => q.len(),
         }
     }
 
     fn is_full(&self) -> bool {
-        match self {
-            Items::Array(q) => q.is_full(),
-            Items::Segments {
-                limit, reserved, ..
-            } => limit.is_some_and(|l| reserved.load(SeqCst) >= l),
-        }
+        self.limit.is_some_and(|l| self.reserved.load(SeqCst) >= l)
     }
 }
 
@@ -250,23 +244,19 @@ impl ChannelCore {
             self.end_put(owed);
             return Put::Closed(item);
         }
+        if !self.items.reserve() {
+            self.end_put(owed);
+            return Put::Full(item);
+        }
         // Counted before the push: a getter may `task_done` the item before we return.
         self.unfinished.fetch_add(1, SeqCst);
-        let pushed = self.items.push(item);
-        if pushed.is_err() {
-            self.finish_task(owed);
-        }
+        self.items.push(item);
         self.end_put(owed);
-        match pushed {
-            Ok(()) => {
-                // The fence in `end_put` orders the push before this read (module doc).
-                if self.getters_waiting.load(SeqCst) > 0 {
-                    owed.getter = true;
-                }
-                Put::Done
-            }
-            Err(item) => Put::Full(item),
+        // The fence in `end_put` orders the push before this read (module doc).
+        if self.getters_waiting.load(SeqCst) > 0 {
+            owed.getter = true;
         }
+        Put::Done
     }
 
     /// A put leaves `puts`; the last one out of a closed channel wakes every getter, which may be
@@ -332,12 +322,6 @@ impl ChannelCore {
                 true
             }
             Err(_) => false,
-        }
-    }
-
-    fn finish_task(&self, owed: &mut Owed) {
-        if self.unfinished.fetch_sub(1, SeqCst) == 1 {
-            self.joiners_due(owed);
         }
     }
 
@@ -535,16 +519,16 @@ impl ChannelCore {
     }
 
     /// The async protocol's `finish`: which list `ticket` was in and, if it was woken, the
-    /// `since` it re-queues with. `None`: withdrawn without a wakeup (its deadline passed).
-    pub fn finish(&self, py: Python<'_>, ticket: Ticket) -> Option<(Kind, Instant)> {
+    /// `since` it re-queues with (`None`: withdrawn unwoken, its deadline passed).
+    pub fn finish(&self, py: Python<'_>, ticket: Ticket) -> Option<(Kind, Option<Instant>)> {
         with_waiters(py, &self.waits, |w, wakes| {
             let mut found = None;
             for kind in [Kind::Get, Kind::Put, Kind::Join] {
-                match kind.list()(w).withdraw(ticket, wakes) {
-                    Withdrawn::Granted(since) => found = Some((kind, since)),
+                found = match kind.list()(w).withdraw(ticket, wakes) {
                     Withdrawn::Unknown => continue,
-                    Withdrawn::Removed | Withdrawn::Closed => {}
-                }
+                    Withdrawn::Granted(since) => Some((kind, Some(since))),
+                    Withdrawn::Removed | Withdrawn::Closed => Some((kind, None)),
+                };
                 break;
             }
             self.publish(w);

@@ -149,6 +149,7 @@ impl Channel {
     }
 
     #[classmethod]
+    #[pyo3(signature = (item, /))]
     fn __class_getitem__<'py>(
         cls: &Bound<'py, PyType>,
         item: &Bound<'py, PyAny>,
@@ -365,13 +366,31 @@ impl Channel {
         }
     }
 
-    /// The async protocol's `finish`: a woken getter or putter retries (keeping its place); a
-    /// woken joiner is done.
+    /// The async protocol's `finish`. A woken getter tries its get here (saving the glue a
+    /// second `begin`) and a woken putter retries through `begin` (it has the item), both keeping
+    /// their place in line if they must wait again; a woken joiner is done. A waiter whose
+    /// deadline passed gets one last try, as a thread does (a putter's is its last `begin`).
     fn _finish<'py>(&self, py: Python<'py>, ticket: u64) -> PyResult<Bound<'py, PyTuple>> {
-        match self.core.finish(py, ticket) {
-            Some((Kind::Join, _)) => (GRANTED, py.None()).into_pyobject(py),
-            Some((_, since)) => (RETRY, since_token(since)).into_pyobject(py),
-            None => (TIMED_OUT, py.None()).into_pyobject(py),
+        let core = &self.core;
+        let none = || py.None();
+        match core.finish(py, ticket) {
+            Some((Kind::Get, since)) => {
+                let mut owed = Owed::default();
+                let got = get_attempt(core, &mut owed);
+                core.settle(py, owed);
+                match (got, since) {
+                    (Some(Some(item)), _) => (GRANTED, item).into_pyobject(py),
+                    (Some(None), _) => (CLOSED, none()).into_pyobject(py),
+                    (None, Some(since)) => (RETRY, since_token(since)).into_pyobject(py),
+                    (None, None) => (TIMED_OUT, none()).into_pyobject(py),
+                }
+            }
+            Some((Kind::Put, Some(since))) => (RETRY, since_token(since)).into_pyobject(py),
+            Some((Kind::Join, since)) => {
+                let done = since.is_some() || core.unfinished() == 0;
+                (if done { GRANTED } else { TIMED_OUT }, none()).into_pyobject(py)
+            }
+            Some((Kind::Put, None)) | None => (TIMED_OUT, none()).into_pyobject(py),
         }
     }
 
