@@ -66,6 +66,16 @@ impl<'a, 'py> FromPyObject<'a, 'py> for MaxSize {
     }
 }
 
+/// `block=`: any object, by its truth value, as `queue.Queue` takes it (`get(0)` does not wait).
+struct Truthy(bool);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Truthy {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        obj.is_truthy().map(Truthy)
+    }
+}
+
 /// What a put attempt leaves: done, or the item back because the channel is closed.
 type PutResult = Result<(), Py<PyAny>>;
 
@@ -211,6 +221,18 @@ impl Channel {
         self.core.unfinished()
     }
 
+    /// Threads and tasks waiting in `get`, `get_many`, `get_async` or iteration right now.
+    #[getter]
+    fn getters_waiting(&self) -> usize {
+        self.core.waiting().0
+    }
+
+    /// Threads and tasks waiting for room in `put` or `put_async` right now.
+    #[getter]
+    fn putters_waiting(&self) -> usize {
+        self.core.waiting().1
+    }
+
     fn qsize(&self) -> usize {
         self.core.qsize()
     }
@@ -226,15 +248,15 @@ impl Channel {
     /// Put `item` at the end, waiting for space (detached, at most `timeout` seconds:
     /// `LockTimeoutError`) if the channel is bounded and full and `block` is true
     /// (`ChannelFull` at once otherwise). `ChannelClosed` once the channel is closed.
-    #[pyo3(signature = (item, block = true, timeout = None))]
+    #[pyo3(signature = (item, block = Truthy(true), timeout = None))]
     fn put(
         &self,
         py: Python<'_>,
         item: Py<PyAny>,
-        block: bool,
+        block: Truthy,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        self.put_one(py, item, block, timeout)
+        self.put_one(py, item, block.0, timeout)
     }
 
     fn put_nowait(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<()> {
@@ -244,9 +266,9 @@ impl Channel {
     /// Take the oldest item, waiting for one (detached, at most `timeout` seconds:
     /// `LockTimeoutError`) if `block` is true (`ChannelEmpty` at once otherwise).
     /// `ChannelClosed` once the channel is closed and drained.
-    #[pyo3(signature = (block = true, timeout = None))]
-    fn get(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.get_one(py, block, timeout)
+    #[pyo3(signature = (block = Truthy(true), timeout = None))]
+    fn get(&self, py: Python<'_>, block: Truthy, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        self.get_one(py, block.0, timeout)
     }
 
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
