@@ -248,7 +248,10 @@ impl Channel {
     /// Put `item` at the end, waiting for space (detached, at most `timeout` seconds:
     /// `LockTimeoutError`) if the channel is bounded and full and `block` is true
     /// (`ChannelFull` at once otherwise). `ChannelClosed` once the channel is closed.
-    #[pyo3(signature = (item, block = Truthy(true), timeout = None))]
+    #[pyo3(
+        signature = (item, block = Truthy(true), timeout = None),
+        text_signature = "($self, item, block=True, timeout=None)"
+    )]
     fn put(
         &self,
         py: Python<'_>,
@@ -266,7 +269,10 @@ impl Channel {
     /// Take the oldest item, waiting for one (detached, at most `timeout` seconds:
     /// `LockTimeoutError`) if `block` is true (`ChannelEmpty` at once otherwise).
     /// `ChannelClosed` once the channel is closed and drained.
-    #[pyo3(signature = (block = Truthy(true), timeout = None))]
+    #[pyo3(
+        signature = (block = Truthy(true), timeout = None),
+        text_signature = "($self, block=True, timeout=None)"
+    )]
     fn get(&self, py: Python<'_>, block: Truthy, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         self.get_one(py, block.0, timeout)
     }
