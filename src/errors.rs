@@ -68,6 +68,15 @@ macro_rules! exc {
 fn builtin<T: pyo3::type_object::PyTypeInfo>(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     Ok(py.get_type::<T>())
 }
+fn queue_empty(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(py
+        .import("queue")?
+        .getattr("Empty")?
+        .cast_into::<PyType>()?)
+}
+fn queue_full(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(py.import("queue")?.getattr("Full")?.cast_into::<PyType>()?)
+}
 fn ours(spec: &'static ExcSpec) -> impl Fn(Python<'_>) -> PyResult<Bound<'_, PyType>> {
     move |py| Ok(spec.type_object(py).clone())
 }
@@ -119,8 +128,27 @@ exc!(
     [ours(&THREAD_SAFE_STATE_ERROR)]
 );
 
+exc!(
+    CHANNEL_CLOSED,
+    c"nogilsafe.ChannelClosed",
+    c"The Channel is closed: a put after close(), or a get once it is closed and drained.",
+    [ours(&NOGILSAFE_ERROR)]
+);
+exc!(
+    CHANNEL_EMPTY,
+    c"nogilsafe.ChannelEmpty",
+    c"A non-blocking get found the Channel empty. Also a queue.Empty.",
+    [ours(&NOGILSAFE_ERROR), queue_empty]
+);
+exc!(
+    CHANNEL_FULL,
+    c"nogilsafe.ChannelFull",
+    c"A non-blocking put found the Channel full. Also a queue.Full.",
+    [ours(&NOGILSAFE_ERROR), queue_full]
+);
+
 /// Every exception, parents before children.
-pub static ALL: [&ExcSpec; 8] = [
+pub static ALL: [&ExcSpec; 11] = [
     &NOGILSAFE_ERROR,
     &LOCK_TIMEOUT_ERROR,
     &REENTRANCY_ERROR,
@@ -129,6 +157,9 @@ pub static ALL: [&ExcSpec; 8] = [
     &STATE_VERSION_ERROR,
     &STATE_ROLLBACK_ERROR,
     &STATE_CONFLICT_ERROR,
+    &CHANNEL_CLOSED,
+    &CHANNEL_EMPTY,
+    &CHANNEL_FULL,
 ];
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod atomic;
 mod atomic_ref;
+mod channel;
 mod dict;
 mod errors;
 mod exit;
@@ -39,5 +40,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     state::register(m)?;
     locks::register(m)?;
     atomic_ref::register(m)?;
+    channel::register(m)?;
     Ok(())
 }
