@@ -364,7 +364,6 @@ def test_a_cancelled_future_skips_its_item() -> None:
         ({"on_error": 3}, TypeError, "on_error must be callable"),
         ({"on_error": double_async}, TypeError, "on_error must be a plain function"),
         ({"name": 7}, TypeError, "name must be a str"),
-        ({"loop": "loop"}, TypeError, "loop= is for an async def process"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], words: str) -> None:

@@ -594,6 +594,8 @@ class SequentialProcessor(Generic[T, R]):
             except (ChannelEmpty, ChannelClosed):
                 break
             entry.future.cancel()
+            # As an executor must: this wakes concurrent.futures.wait() and as_completed().
+            entry.future.set_running_or_notify_cancel()
             n += 1
         if n:
             with self._lock:
