@@ -130,9 +130,9 @@ def test_on_error_raising_is_logged_and_the_worker_goes_on(
             raise ValueError("zero")
         return x
 
-    with caplog.at_level(logging.ERROR, logger="nogilsafe"):
-        with SequentialProcessor(process, on_error=on_error, name="fragile") as p:
-            first, second = p.submit(0), p.submit(1)
+    p = SequentialProcessor(process, on_error=on_error, name="fragile")
+    with caplog.at_level(logging.ERROR, logger="nogilsafe"), p:
+        first, second = p.submit(0), p.submit(1)
     assert isinstance(first.exception(0), ValueError)
     assert second.result(0) == 1
     [record] = caplog.records
@@ -252,7 +252,9 @@ def test_stop_times_out_on_a_hanging_process_and_says_which_item(
 ) -> None:
     item = {"order": 17, "payload": "x" * 1000}
     gate = Gate(hold=("never",))
-    p = SequentialProcessor(lambda x: gate("never") if x is item else x, name="billing").start()
+    p: SequentialProcessor[Any, Any] = SequentialProcessor(
+        lambda x: gate("never") if x is item else x, name="billing"
+    ).start()
     fut = p.submit(item)
     later = p.submit(2)
     assert gate.entered["never"].wait(WAIT)
@@ -282,9 +284,8 @@ def test_stop_before_start_cancels_what_was_queued() -> None:
 
 
 def test_start_twice_and_submitted_errors() -> None:
-    with SequentialProcessor(double) as p:
-        with pytest.raises(RuntimeError, match="already started"):
-            p.start()
+    with SequentialProcessor(double) as p, pytest.raises(RuntimeError, match="already started"):
+        p.start()
     with pytest.raises(RuntimeError, match="only once"):
         p.start()
     with pytest.raises(ProcessorStopped) as info:
@@ -375,11 +376,11 @@ def test_bad_process_and_loop_arguments() -> None:
     with pytest.raises(TypeError, match="process must be callable"):
         SequentialProcessor(42)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="must be an asyncio event loop"):
-        SequentialProcessor(double_async, loop="loop")  # type: ignore[arg-type]
+        SequentialProcessor(double_async, loop="loop")  # type: ignore[call-overload]
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(TypeError, match="loop= is for an async def process"):
-            SequentialProcessor(double, loop=loop)  # type: ignore[call-overload]
+            SequentialProcessor(double, loop=loop)  # type: ignore[arg-type]
     finally:
         loop.close()
 
@@ -409,7 +410,11 @@ def test_a_closed_loop_cannot_start_a_processor() -> None:
 
 def test_a_plain_process_runs_on_a_daemon_thread_named_after_the_processor() -> None:
     where: list[threading.Thread] = []
-    with SequentialProcessor(lambda x: where.append(threading.current_thread()), name="w") as p:
+
+    def process(x: int) -> None:
+        where.append(threading.current_thread())
+
+    with SequentialProcessor(process, name="w") as p:
         p.submit(1).result(WAIT)
     assert where[0].name == "w" and where[0].daemon and where[0] is not threading.current_thread()
     assert not where[0].is_alive()  # stop() joined it
@@ -521,7 +526,11 @@ def test_stop_iteration_from_process_reaches_an_asyncio_caller_as_runtime_error(
 
 def test_stop_from_inside_process_raises_reentrancy_error() -> None:
     holder: list[SequentialProcessor[int, bool]] = []
-    with SequentialProcessor(lambda x: holder[0].stop()) as p:
+
+    def process(x: int) -> bool:
+        return holder[0].stop()
+
+    with SequentialProcessor(process) as p:
         holder.append(p)
         with pytest.raises(RuntimeError, match="from inside process") as info:
             p.submit(1).result(WAIT)
@@ -610,6 +619,8 @@ def test_loop_mode_a_closed_loop_ends_the_processor() -> None:
     p = SequentialProcessor(process, loop=loop).start()
     futures = [p.submit(i) for i in range(3)]
     assert loop.run_until_complete(entered) == 0
+    assert p._task is not None
+    p._task._log_destroy_pending = False  # type: ignore[attr-defined] # pending on purpose
     loop.close()
     with pytest.raises(concurrent.futures.CancelledError, match="event loop was closed"):
         futures[0].result(0)
@@ -716,7 +727,9 @@ def test_sixteen_submitters_from_threads_and_loops_one_at_a_time_in_order(mode: 
         def submitter(index: int) -> None:
             if index < SUBMITTERS_THREADS:
                 futures = [p.submit((index, i)) for i in range(PER_SUBMITTER)]
-                assert [f.result(WAIT) for f in futures] == [(index, i) for i in range(PER_SUBMITTER)]
+                assert [f.result(WAIT) for f in futures] == [
+                    (index, i) for i in range(PER_SUBMITTER)
+                ]
                 accepted[index] = [(index, i) for i in range(PER_SUBMITTER)]
                 return
 
