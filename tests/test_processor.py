@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import gc
 import logging
 import threading
 import time
@@ -498,7 +499,6 @@ def test_submit_async_results_and_cancellation() -> None:
             await asyncio.to_thread(gate.entered[0].wait, WAIT)
             skipped = await p.submit_async(1)
             skipped.cancel()  # before it started: the item is skipped
-            await asyncio.sleep(0)  # the cancellation reaches the processor in a callback
             last = await p.submit_async(2)
             gate.release.set()
             assert await first == 0 and await last == 2
@@ -506,6 +506,25 @@ def test_submit_async_results_and_cancellation() -> None:
 
     asyncio.run(main())
     assert gate.seen == [0, 2]
+
+
+@pytest.mark.parametrize("on_error", [None, print])
+def test_a_failure_nobody_awaits_is_logged_by_asyncio_unless_on_error_had_it(
+    on_error: Callable[..., Any] | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    def process(x: int) -> int:
+        raise ValueError(f"no {x}")
+
+    async def main() -> None:
+        p = SequentialProcessor(process, on_error=on_error).start()
+        await p.submit_async(1)  # fire and forget
+        assert await p.stop_async(WAIT)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()  # the dropped future's __del__ is where asyncio would log
+    logged = [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert len(logged) == (1 if on_error is None else 0)
 
 
 def test_stop_iteration_from_process_reaches_an_asyncio_caller_as_runtime_error() -> None:

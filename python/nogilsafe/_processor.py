@@ -95,11 +95,110 @@ class ProcessorMetrics:
 
 
 class _Entry(Generic[T, R]):
-    __slots__ = ("future", "item")
+    """A submitted item and its submitter's future; the worker calls ``begin`` when it takes
+    the entry (False: skip it, its future was cancelled), then ``finish``, or ``cancel`` /
+    ``abort`` when it is dropped before / while it runs."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+
+    def begin(self) -> bool:
+        raise NotImplementedError
+
+    def finish(self, ok: bool, value: Any, retrieved: bool) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+    def abort(self, message: str) -> bool:
+        raise NotImplementedError
+
+
+class _ThreadEntry(_Entry[T, R]):
+    """``submit``: a ``concurrent.futures.Future``, driven as an executor drives it."""
+
+    __slots__ = ("future",)
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.future: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+    def begin(self) -> bool:
+        return self.future.set_running_or_notify_cancel()
+
+    def finish(self, ok: bool, value: Any, retrieved: bool) -> None:
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
+
+    def cancel(self) -> None:
+        self.future.cancel()
+        # As an executor must: this wakes concurrent.futures.wait() and as_completed().
+        self.future.set_running_or_notify_cancel()
+
+    def abort(self, message: str) -> bool:
+        try:
+            self.future.set_exception(concurrent.futures.CancelledError(message))
+        except concurrent.futures.InvalidStateError:  # the worker failed after settling it
+            return False
+        return True
+
+
+class _LoopEntry(_Entry[T, R]):
+    """``submit_async``: a future of the submitter's loop, completed on that loop (the worker
+    hands it over with ``call_soon_threadsafe``; asyncio futures are not thread-safe)."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, item: T, loop: asyncio.AbstractEventLoop) -> None:
+        self.item = item
+        self.loop = loop
+        self.future: asyncio.Future[R] = loop.create_future()
+
+    def begin(self) -> bool:
+        # Read from the worker's thread: a cancellation that lands later is honoured on the
+        # loop (``_complete`` finds the future done) but the item is processed all the same.
+        return not self.future.cancelled()
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, self.future, *args)
+        except RuntimeError:  # the submitter's loop is closed: nobody is left to await it
+            pass
+
+    def finish(self, ok: bool, value: Any, retrieved: bool) -> None:
+        self._call(_complete, ok, value, retrieved)
+
+    def cancel(self) -> None:
+        self._call(_cancel, None)
+
+    def abort(self, message: str) -> bool:
+        self._call(_cancel, message)
+        return True
+
+
+def _complete(fut: asyncio.Future[Any], ok: bool, value: Any, retrieved: bool) -> None:
+    """On the future's loop: ``process``'s outcome, as an asyncio future can hold it."""
+    if fut.done():  # cancelled by its holder meanwhile
+        return
+    if ok:
+        fut.set_result(value)
+    elif isinstance(value, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+        fut.cancel(str(value) or None)
+    elif type(value) is StopIteration:  # asyncio futures refuse it (it would end a generator)
+        fut.set_exception(RuntimeError(f"process raised StopIteration: {value}"))
+    else:
+        fut.set_exception(value)
+        if retrieved:  # on_error had it: no "exception was never retrieved" log
+            fut.exception()
+
+
+def _cancel(fut: asyncio.Future[Any], message: str | None) -> None:
+    fut.cancel(message)
 
 
 def _describe(item: object) -> str:
@@ -141,47 +240,6 @@ class _LoopClosedWatch:
 
 def _never_called(_watch: _LoopClosedWatch) -> None:  # pragma: no cover - 31 years away
     pass
-
-
-def _copy_state(
-    source: concurrent.futures.Future[R], target: asyncio.Future[R]
-) -> None:  # on the target's loop
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-        return
-    exc = source.exception()
-    if exc is None:
-        target.set_result(source.result())
-    elif isinstance(exc, (concurrent.futures.CancelledError, asyncio.CancelledError)):
-        target.cancel(str(exc) or None)
-    elif type(exc) is StopIteration:  # asyncio futures refuse it (it would end a generator)
-        target.set_exception(RuntimeError(f"process raised StopIteration: {exc}"))
-    else:
-        target.set_exception(exc)
-
-
-def _on_loop(
-    source: concurrent.futures.Future[R], loop: asyncio.AbstractEventLoop
-) -> asyncio.Future[R]:
-    """An asyncio future of ``loop`` that follows ``source``; cancelling it cancels ``source``
-    (which skips the item if it has not started)."""
-    target: asyncio.Future[R] = loop.create_future()
-
-    def cancel_source(fut: asyncio.Future[R]) -> None:
-        if fut.cancelled():
-            source.cancel()
-
-    def forward(src: concurrent.futures.Future[R]) -> None:  # wherever source completes
-        try:
-            loop.call_soon_threadsafe(_copy_state, src, target)
-        except RuntimeError:  # the caller's loop is closed: nobody is left to await it
-            pass
-
-    target.add_done_callback(cancel_source)
-    source.add_done_callback(forward)
-    return target
 
 
 class SequentialProcessor(Generic[T, R]):
@@ -330,7 +388,7 @@ class SequentialProcessor(Generic[T, R]):
         """Queue ``item``; a future of ``process(item)``'s result. Waits up to ``timeout``
         seconds for room (``LockTimeoutError``); ``ProcessorStopped`` once stopped."""
         _deadline(timeout)
-        entry: _Entry[T, R] = _Entry(item)
+        entry: _ThreadEntry[T, R] = _ThreadEntry(item)
         self._count_submitted(1)
         try:
             if self._on_worker_thread():
@@ -350,7 +408,7 @@ class SequentialProcessor(Generic[T, R]):
         ``await fut``). Cancelling that future before the item starts skips the item."""
         loop = asyncio.get_running_loop()
         _deadline(timeout)
-        entry: _Entry[T, R] = _Entry(item)
+        entry: _LoopEntry[T, R] = _LoopEntry(item, loop)
         self._count_submitted(1)
         try:
             if self._task is not None and asyncio.current_task() is self._task:
@@ -362,7 +420,7 @@ class SequentialProcessor(Generic[T, R]):
             if isinstance(exc, ChannelClosed):
                 raise self._stopped_error() from None
             raise
-        return _on_loop(entry.future, loop)
+        return entry.future
 
     def _put_nowait(self, entry: _Entry[T, R], what: str, instead: str) -> None:
         try:
@@ -428,13 +486,13 @@ class SequentialProcessor(Generic[T, R]):
         """Make ``entry`` the one in progress; False (and it is counted as cancelled) if its
         future was cancelled or ``stop(drain=False)`` was called."""
         if self._cancel_queued:
-            entry.future.cancel()
-        if not entry.future.set_running_or_notify_cancel():
-            with self._lock:
-                self._cancelled += 1
-            return False
-        self._current = entry
-        return True
+            entry.cancel()
+        elif entry.begin():
+            self._current = entry
+            return True
+        with self._lock:
+            self._cancelled += 1
+        return False
 
     def _settle(self, entry: _Entry[T, R], ok: bool, value: Any, elapsed: float) -> None:
         with self._lock:
@@ -453,10 +511,7 @@ class SequentialProcessor(Generic[T, R]):
                     type(value).__name__,
                     _describe(entry.item),
                 )
-        if ok:
-            entry.future.set_result(value)
-        else:
-            entry.future.set_exception(value)
+        entry.finish(ok, value, self._on_error is not None)
         self._current = None
 
     def _call_sync(self, item: T) -> Any:
@@ -557,14 +612,9 @@ class SequentialProcessor(Generic[T, R]):
         entry, self._current = self._current, None
         if entry is None:
             return
-        try:
-            entry.future.set_exception(
-                concurrent.futures.CancelledError(f"{self._name!r} ended in process: {why}")
-            )
-        except concurrent.futures.InvalidStateError:  # the worker failed after settling it
-            return
-        with self._lock:
-            self._cancelled += 1
+        if entry.abort(f"{self._name!r} ended in process: {why}"):
+            with self._lock:
+                self._cancelled += 1
 
     def _end(self, completed: bool, why: str) -> None:
         """The worker will run no more: normally (``completed``, everything taken), or because
@@ -593,9 +643,7 @@ class SequentialProcessor(Generic[T, R]):
                 entry = self._channel.get_nowait()
             except (ChannelEmpty, ChannelClosed):
                 break
-            entry.future.cancel()
-            # As an executor must: this wakes concurrent.futures.wait() and as_completed().
-            entry.future.set_running_or_notify_cancel()
+            entry.cancel()
             n += 1
         if n:
             with self._lock:
