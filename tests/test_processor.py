@@ -574,7 +574,7 @@ def test_submit_from_inside_process_into_a_full_queue_raises_instead_of_deadlock
         assert gate.entered[0].wait(WAIT)
         second = p.submit(1)
         gate.release.set()
-        with pytest.raises(ReentrancyError, match="submit_async"):
+        with pytest.raises(ReentrancyError, match="use another thread"):
             first.result(WAIT)
         assert second.result(WAIT).result(WAIT) == 101
 

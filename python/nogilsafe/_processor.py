@@ -9,8 +9,10 @@ Where the worker runs:
 - an ``async def`` ``process`` with ``loop=``: as a task on that loop, which the caller runs, so
   ``process`` may use what belongs to that loop (an HTTP session, a database pool).
 
-Submitting puts an entry (the item and a ``concurrent.futures.Future``) on the channel: a bounded
-channel makes submitters wait for room. ``stop()`` closes the channel, so nothing new gets in and
+Submitting puts an entry on the channel: the item and its submitter's future, a
+``concurrent.futures.Future`` (``submit``) or a future of the submitter's loop (``submit_async``),
+which the worker completes on that loop with ``call_soon_threadsafe``. A bounded channel makes
+submitters wait for room. ``stop()`` closes the channel, so nothing new gets in and
 the worker's get raises ``ChannelClosed`` once it has taken everything before the close: no
 sentinel item. ``drain=False`` takes the queued entries out and cancels their futures.
 
@@ -21,8 +23,9 @@ the loop it runs on — and ``await stop_async()`` from inside ``process``.
 A loop given with ``loop=`` may stop or close with the worker on it. Closing it frees a timer
 holding a small watch object (the loop's own timer queue is its only holder), and freeing the
 watch ends the processor: the queued items and the one in progress are cancelled, as for
-``AsyncOnceCell`` (see ``_once.py``). A loop that is merely stopped may run again, so ``stop()``
-waits for it only while it runs.
+``AsyncOnceCell`` (see ``_once.py``). ``stop()`` does not wait for a loop that is not running (it
+cancels what is queued and returns False); one that stops while ``stop()`` waits may run again,
+so ``stop()`` goes on waiting, up to its timeout.
 """
 
 from __future__ import annotations
@@ -392,7 +395,8 @@ class SequentialProcessor(Generic[T, R]):
         self._count_submitted(1)
         try:
             if self._on_worker_thread():
-                self._put_nowait(entry, "submit()", "await submit_async(...) from a task")
+                instead = "another thread" if self._thread_sync_mode() else "submit_async()"
+                self._put_nowait(entry, "submit()", instead)
             else:
                 self._channel.put(entry, timeout=timeout)
         except BaseException as exc:
@@ -440,6 +444,9 @@ class SequentialProcessor(Generic[T, R]):
         why = f" ({self._end_reason})" if self._end_reason else ""
         return ProcessorStopped(f"SequentialProcessor {self._name!r} is stopped{why}")
 
+    def _thread_sync_mode(self) -> bool:
+        return self._loop is None and not self._is_async
+
     def _on_worker_thread(self) -> bool:
         """Whether blocking here would block the worker: on its own thread, or (``loop=``) on
         the thread running its loop."""
@@ -469,7 +476,7 @@ class SequentialProcessor(Generic[T, R]):
         try:
             if asyncio._get_running_loop() is self._loop:
                 self._task = self._loop.create_task(coro, name=self._name)
-            else:
+            else:  # the handoff holds the task until it runs (the loop holds tasks weakly)
                 self._handoff = asyncio.run_coroutine_threadsafe(coro, self._loop)
         except RuntimeError:  # the loop is closed
             coro.close()
