@@ -421,26 +421,63 @@ impl Wakeups {
         }
         for (event_loop, futs) in by_loop {
             let list = PyList::new(py, futs.iter().map(|(_, f, _)| f.bind(py)));
-            let scheduled = list.and_then(|list| {
+            let schedule = || {
+                let list = list.as_ref().map_err(|e| e.clone_ref(py))?;
                 let method = event_loop.bind(py).getattr("call_soon_threadsafe")?;
                 crate::pycall::call(&method, (wake_function(py), list))
-            });
-            match scheduled {
-                Ok(handle) => drop(handle),
-                Err(e) => {
-                    // A closed loop raises RuntimeError: nobody is left to take these grants.
-                    if !e.is_instance_of::<PyRuntimeError>(py) {
-                        e.write_unraisable(py, Some(event_loop.bind(py)));
+            };
+            // A signal handler (Ctrl-C) may raise inside `call_soon_threadsafe`, which is Python
+            // code: the wakeup is still owed, so try again, and re-deliver the interrupt after.
+            let mut interrupted: Option<PyErr> = None;
+            let mut scheduled = false;
+            for _ in 0..SCHEDULE_TRIES {
+                match schedule() {
+                    Ok(handle) => {
+                        drop(handle);
+                        scheduled = true;
+                        break;
                     }
-                    for (ticket, _, reclaim) in &futs {
-                        reclaim.reclaim(py, *ticket);
+                    // A closed loop: nobody is left to take these grants.
+                    Err(e) if e.is_instance_of::<PyRuntimeError>(py) => break,
+                    Err(e) if list.is_err() => {
+                        e.write_unraisable(py, Some(event_loop.bind(py)));
+                        break;
+                    }
+                    Err(e) => {
+                        if interrupted.is_none() {
+                            interrupted = Some(e);
+                        }
                     }
                 }
+            }
+            if !scheduled {
+                for (ticket, _, reclaim) in &futs {
+                    reclaim.reclaim(py, *ticket);
+                }
+            }
+            if let Some(e) = interrupted {
+                redeliver(py, e, event_loop.bind(py));
             }
             let refs = futs.into_iter().map(|(_, f, _)| f);
             crate::pycall::release_all(py, refs.chain(std::iter::once(event_loop)));
         }
         crate::pycall::release_all(py, self.dead.into_iter().chain(extra));
+    }
+}
+
+/// How often `perform` tries to schedule a loop's wakeups when signal handlers keep raising.
+const SCHEDULE_TRIES: usize = 100;
+
+/// An exception a signal handler raised while a wakeup was being scheduled, where it cannot
+/// propagate (wakeups run after a lock is released, in code that returns nothing): a
+/// `KeyboardInterrupt` is raised again at the interpreter's next check, as if Ctrl-C had been
+/// pressed a moment later; anything else is reported as unraisable.
+fn redeliver(py: Python<'_>, e: PyErr, context: &Bound<'_, PyAny>) {
+    if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+        // SAFETY: callable from any thread, attached or not; it only flags SIGINT as tripped.
+        unsafe { pyo3::ffi::PyErr_SetInterrupt() };
+    } else {
+        e.write_unraisable(py, Some(context));
     }
 }
 

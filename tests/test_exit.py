@@ -433,6 +433,62 @@ SCENARIOS = {
         start(work, 2)
         start(loop_work, 2)
     """,
+    "Channel.get waiters blocked at exit": """
+        ch = ns.Channel()
+        def work():
+            ch.get()
+        start(work)
+    """,
+    "Channel.put and get_many waiters blocked on a full channel at exit": """
+        full, empty = ns.Channel(1), ns.Channel()
+        full.put(0)
+        def put():
+            full.put(1)
+        def get_many():
+            empty.local().get_many(8)
+        start(put, 2)
+        start(get_many, 2)
+    """,
+    "Channel.join waiters blocked at exit": """
+        ch = ns.Channel()
+        ch.put(0)
+        def work():
+            ch.join()
+        start(work)
+    """,
+    "Channel async waiters on daemon threads' loops at exit": """
+        import asyncio
+        empty, full, unfinished = ns.Channel(), ns.Channel(1), ns.Channel()
+        full.put(0)
+        unfinished.put(0)
+        def loop_work():
+            async def main():
+                await asyncio.gather(
+                    empty.get_async(), full.put_async(1), unfinished.join_async(),
+                    *(empty.local().get_async() for _ in range(4)),
+                )
+            asyncio.run(main())
+        start(loop_work, 4)
+    """,
+    "Channel traffic with slow-__del__ items from threads and loops": """
+        import asyncio
+        ch = ns.Channel(4)
+        def producer():
+            while True:
+                ch.put(SlowDel())
+        def consumer():
+            while True:
+                ch.get_many(3)
+        def loop_work():
+            async def main():
+                while True:
+                    await ch.put_async(SlowDel())
+                    await ch.get_async()
+            asyncio.run(main())
+        start(producer, 2)
+        start(consumer, 2)
+        start(loop_work, 2)
+    """,
 }
 
 # Scenarios whose fix has not landed yet: each entry names what still runs Python code outside

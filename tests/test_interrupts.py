@@ -154,6 +154,48 @@ SCENARIOS = {
         latch.count_down()
         print("VALUE", latch.wait(10))
     """,
+    "Channel.get on an empty channel": """
+        ch = ns.Channel()
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            ch.get()
+        expect_interrupt(wait_for_it)
+        ch.put("x")  # the interrupted getter is gone: it must not swallow this
+        print("VALUE", ch.qsize(), ch.get(timeout=10), ch.qsize())
+    """,
+    "Channel.put on a full channel with a long timeout": """
+        ch = ns.Channel(1)
+        ch.put("a")
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            ch.put("b", timeout=30)
+        expect_interrupt(wait_for_it)
+        first = ch.get(timeout=10)
+        ch.put("c", timeout=10)  # the interrupted "b" must not have taken the freed slot
+        print("VALUE", first, ch.get_many(5, timeout=10), ch.qsize(), ch.unfinished_tasks)
+    """,
+    "Channel.join with an unfinished task": """
+        ch = ns.Channel()
+        ch.put("a")
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            ch.join()
+        expect_interrupt(wait_for_it)
+        item = ch.get(timeout=10)
+        ch.task_done()
+        ch.join(timeout=10)
+        print("VALUE", item, ch.qsize(), ch.unfinished_tasks)
+    """,
+    "Channel.get_many on an empty channel": """
+        ch = ns.Channel(4)
+        interrupt_main_once_waiting()
+        def wait_for_it():
+            ch.get_many(10)
+        expect_interrupt(wait_for_it)
+        ch.put(1)
+        ch.put(2)
+        print("VALUE", ch.get_many(10, timeout=10), ch.qsize())
+    """,
 }
 
 EXPECTED_VALUE = {
@@ -166,6 +208,10 @@ EXPECTED_VALUE = {
     "Event.wait without a timeout": "True",
     "Semaphore.acquire with a long timeout": "True",
     "CountDownLatch.wait without a timeout": "True",
+    "Channel.get on an empty channel": "1 x 0",
+    "Channel.put on a full channel with a long timeout": "a ['c'] 0 2",
+    "Channel.join with an unfinished task": "a 0 0",
+    "Channel.get_many on an empty channel": "[1, 2] 0",
 }
 
 
@@ -177,3 +223,187 @@ def test_sigint_interrupts_a_blocking_wait(name: str) -> None:
     # Raised inside the blocking call (or the predicate it was running), not before or after.
     assert "INTERRUPTED wait_for_it" in lines or "INTERRUPTED <lambda>" in lines, r.describe()
     assert f"VALUE {EXPECTED_VALUE[name]}" in lines, r.describe()
+
+
+# A channel's waits interrupted again and again while items flow: nothing lost, nothing twice.
+# The main thread moves items with C-level loops only (list.extend over map/iter), with the garbage
+# collector off, so Python code runs, and a signal handler with it, inside the channel's own
+# calls and nowhere else while items are in flight: an item is in `got`/`done` exactly when the
+# channel's call returned it or accepted it. The handler raises KeyboardInterrupt only while armed
+# (inside the try), so the counting around the loop is never itself interrupted.
+RACE_PRELUDE = """
+import functools, gc, os, random, signal, sys, threading, time
+from itertools import islice
+import nogilsafe as ns
+
+gc.disable()
+armed = False
+
+def handler(signum, frame):
+    global armed
+    if armed:
+        armed = False
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, handler)
+stop = threading.Event()
+
+def pester():
+    while not stop.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.002)
+
+def pause_now_and_then(i, rng):
+    # Long enough, now and then, for a waiting main thread to run its signal handler.
+    if i % 100 == 99:
+        time.sleep(rng.uniform(0.03, 0.12))
+    elif i % 7 == 0:
+        time.sleep(0.0002)
+
+N = 2000
+"""
+
+RACES = {
+    "get": """
+        ch = ns.Channel(16)
+        NEVER = object()
+
+        def producer():
+            rng = random.Random(1)
+            for i in range(N):
+                ch.put(i, timeout=60)
+                pause_now_and_then(i, rng)
+
+        threading.Thread(target=producer, daemon=True).start()
+        threading.Thread(target=pester, daemon=True).start()
+        got, interrupted = [], 0
+        while len(got) < N:
+            try:
+                armed = True
+                got.extend(islice(iter(ch.get, NEVER), N - len(got)))
+                armed = False
+            except KeyboardInterrupt:
+                interrupted += 1
+        stop.set()
+        ok = got == list(range(N)) and ch.empty() and ch.unfinished_tasks == N
+        print("RESULT", ok, interrupted, len(got), len(set(got)), ch.qsize())
+    """,
+    "get_many": """
+        ch = ns.Channel(16)
+
+        def producer():
+            rng = random.Random(2)
+            for i in range(N):
+                ch.put(i, timeout=60)
+                pause_now_and_then(i, rng)
+
+        threading.Thread(target=producer, daemon=True).start()
+        threading.Thread(target=pester, daemon=True).start()
+        take = functools.partial(ch.get_many, 5)
+        NEVER = object()
+        batches, interrupted = [], 0
+        while sum(map(len, batches)) < N:
+            try:
+                armed = True
+                batches.extend(islice(iter(take, NEVER), 1))
+                armed = False
+            except KeyboardInterrupt:
+                interrupted += 1
+        stop.set()
+        got = [x for b in batches for x in b]
+        ok = got == list(range(N)) and ch.empty()
+        print("RESULT", ok, interrupted, len(got), len(set(got)), ch.qsize())
+    """,
+    "put": """
+        ch = ns.Channel(4)
+        STOP = object()
+        got = []
+
+        def consumer():
+            rng = random.Random(3)
+            for i, x in enumerate(iter(ch.get, STOP)):
+                got.append(x)
+                pause_now_and_then(i, rng)
+
+        c = threading.Thread(target=consumer, daemon=True)
+        c.start()
+        threading.Thread(target=pester, daemon=True).start()
+        done, interrupted = [], 0
+        while len(done) < N:
+            try:
+                armed = True
+                done.extend(map(ch.put, range(len(done), N)))
+                armed = False
+            except KeyboardInterrupt:
+                interrupted += 1
+        stop.set()
+        ch.put(STOP, timeout=60)
+        c.join(60)
+        ok = got == list(range(N)) and ch.empty() and ch.unfinished_tasks == N + 1
+        print("RESULT", ok, interrupted, len(got), len(set(got)), ch.qsize())
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RACES))
+def test_sigint_racing_items_loses_and_duplicates_nothing(name: str) -> None:
+    r = run_child(RACE_PRELUDE + RACES[name].replace("\n        ", "\n"), timeout=120)
+    assert r.returncode == 0, r.describe()
+    result = [line.split() for line in r.stdout.splitlines() if line.startswith("RESULT")]
+    assert result and result[0][1] == "True", r.describe()
+    assert int(result[0][2]) > 0, f"never interrupted: {r.describe()}"
+
+
+def test_sigint_while_a_put_wakes_a_waiter_on_another_loop() -> None:
+    # Each put wakes a get_async waiting on a loop in another thread, which runs Python code
+    # (loop.call_soon_threadsafe) inside the put: a KeyboardInterrupt raised there must neither
+    # vanish nor cost the waiter its wakeup.
+    code = (
+        RACE_PRELUDE
+        + """
+import asyncio
+N = 6000
+unraisable = []
+sys.unraisablehook = lambda u: unraisable.append(repr(u.exc_value))
+ch = ns.Channel()
+got, errors = [], []
+ready = threading.Event()
+
+def consumer():
+    async def main():
+        ready.set()
+        while len(got) < N:
+            try:
+                got.append(await ch.get_async(timeout=10))
+            except Exception as e:  # a waiter whose wakeup was lost times out
+                errors.append(repr(e))
+                return
+    asyncio.run(main())
+
+c = threading.Thread(target=consumer, daemon=True)
+c.start()
+ready.wait(10)
+
+def fast_pester():
+    while not stop.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.0003)
+
+threading.Thread(target=fast_pester, daemon=True).start()
+done = []
+while len(done) < N:
+    try:
+        armed = True
+        done.extend(map(ch.put, range(len(done), len(done) + 1)))
+        armed = False
+    except KeyboardInterrupt:
+        pass
+    time.sleep(0.0002)  # the consumer is waiting again by the next put
+stop.set()
+c.join(60)
+print("GOT", len(got), "IN CHANNEL", ch.qsize(), "ERRORS", errors, "UNRAISABLE", unraisable[:3])
+print("RESULT", got == list(range(N)) and not errors and not unraisable)
+"""
+    )
+    r = run_child(code, timeout=120)
+    assert r.returncode == 0 and "RESULT True" in r.stdout.splitlines(), r.describe()

@@ -18,6 +18,11 @@ from nogilsafe import (
     DELETE,
     AsyncOnceCell,
     AtomicInt,
+    Channel,
+    ChannelClosed,
+    ChannelEmpty,
+    ChannelFull,
+    LockTimeoutError,
     OnceCell,
     ReentrancyError,
     ThreadSafeDict,
@@ -231,3 +236,74 @@ def test_once_cells(rss_bytes: Callable[[], int]) -> None:
         return done + asyncio.run(async_ops(n - done))
 
     check(rss_bytes, run)
+
+
+def test_channel(rss_bytes: Callable[[], int]) -> None:
+    ch: Channel[object] = Channel(64)
+    closed: Channel[object] = Channel()
+    closed.close()
+
+    async def async_ops(n: int) -> int:
+        done = 0
+        while done < n:
+            await ch.put_async([done])
+            await ch.get_async(timeout=1)
+            ch.task_done()
+            await ch.join_async(timeout=1)
+            try:
+                await ch.get_async(timeout=0)  # the timeout path
+            except LockTimeoutError:
+                pass
+            done += 5
+        return done
+
+    def run(n: int) -> int:
+        done = 0
+        i = 0
+        while done < n * 4 // 5:
+            view = ch.local()
+            view.put({"i": i})
+            ch.put_nowait((i, "t"))
+            ch.put([i], timeout=1)
+            ch.get()
+            view.get_nowait()
+            ch.get_many(8, timeout=1)
+            ch.task_done()
+            ch.task_done()
+            view.task_done()
+            ch.join(timeout=1)
+            try:
+                ch.get_nowait()  # the error paths: empty, closed, timed out
+            except ChannelEmpty:
+                pass
+            try:
+                closed.put([i])
+            except ChannelClosed:
+                pass
+            try:
+                ch.get(timeout=0)
+            except LockTimeoutError:
+                pass
+            done += 15
+            if i % 100 == 0:
+                for j in range(64):
+                    ch.put_nowait(j)
+                try:
+                    ch.put_nowait("over")
+                except ChannelFull:
+                    pass
+                ch.get_many(64)
+                for _ in range(64):
+                    ch.task_done()
+                dropped: Channel[object] = Channel()  # freed holding items
+                dropped.put([i])
+                dropped.put({"i": i})
+                dropped.close()
+                del dropped
+                done += 135
+            i += 1
+        # The async path awaits futures of its own loop: a fifth of the operations.
+        return done + asyncio.run(async_ops(n - done))
+
+    check(rss_bytes, run)
+    assert ch.empty() and ch.unfinished_tasks == 0

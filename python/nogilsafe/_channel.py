@@ -33,7 +33,7 @@ async def put(ch: Any, item: Any, timeout: float | None) -> None:
 
 async def get(ch: Any, timeout: float | None) -> Any:
     """``Channel.get_async``."""
-    status, item = await wait(ch._begin, ch._finish, ch._abandon, timeout, GET)
+    status, item = await wait(ch._begin, ch._finish, ch._abandon, timeout, GET, None)
     if status == GRANTED:
         return item
     if status == TIMED_OUT:
@@ -43,14 +43,14 @@ async def get(ch: Any, timeout: float | None) -> Any:
 
 async def join(ch: Any, timeout: float | None) -> None:
     """``Channel.join_async``."""
-    status, _ = await wait(ch._begin, ch._finish, ch._abandon, timeout, JOIN)
+    status, _ = await wait(ch._begin, ch._finish, ch._abandon, timeout, JOIN, None)
     if status != GRANTED:
         raise _timed_out("join_async", timeout)
 
 
 async def anext(ch: Any) -> Any:
     """``Channel.__anext__``: ``async for`` ends when the channel is closed and drained."""
-    status, item = await wait(ch._begin, ch._finish, ch._abandon, None, GET)
+    status, item = await wait(ch._begin, ch._finish, ch._abandon, None, GET, None)
     if status == GRANTED:
         return item
     raise StopAsyncIteration

@@ -1,7 +1,6 @@
 """Type stubs for nogilsafe's native core."""
 
 import queue as _queue
-
 from collections.abc import Awaitable as _Awaitable
 from collections.abc import (
     Callable,
@@ -957,7 +956,7 @@ class Channel(Generic[_CT]):
     """A multi-producer multi-consumer FIFO channel for threads and for any event loop.
     ``maxsize`` 0 is unbounded; N bounds it (a put waits for space). ``close()`` ends it."""
 
-    def __new__(cls, maxsize: int = 0) -> Self: ...
+    def __init__(self, maxsize: int = 0) -> None: ...
     def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
     def local(self) -> Self:
         """A per-thread view sharing this channel."""
@@ -997,7 +996,7 @@ class Channel(Generic[_CT]):
         future: Any | None,
         retry: int | None,
         kind: int,
-        item: Any | None = None,
+        item: Any,
     ) -> tuple[int, Any]: ...
     def _finish(self, ticket: int) -> tuple[int, Any]: ...
     def _abandon(self, ticket: int) -> None: ...

@@ -22,7 +22,7 @@
 //! one more pop finds it or the channel is drained for good. A getter that finds the channel
 //! closed with puts still in flight waits; the last of those puts wakes every getter.
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
@@ -39,85 +39,142 @@ use crate::waiters::{self, with_waiters, Reclaim, Ticket, WaitList, Waiter, Wake
 const CLOSED: u64 = 1 << 63;
 
 /// A bound up to this many items is allocated up front (an `ArrayQueue`: 16 bytes a slot); a
-/// larger one is counted against a `SegQueue`, which grows and shrinks with its contents.
+/// larger one, or none, uses a `SegQueue`, which grows and shrinks with its contents.
 const ARRAY_MAX: usize = 1 << 16;
 
-enum Items {
+enum Queue {
     Array(ArrayQueue<Py<PyAny>>),
-    Segments {
-        queue: SegQueue<Py<PyAny>>,
-        /// `Some(n)` bounds the queue at `n`: `reserved` counts the items in it and those being
-        /// pushed, so a push that would exceed the bound fails before it starts.
-        limit: Option<usize>,
-        reserved: CachePadded<AtomicUsize>,
-    },
+    Segments(SegQueue<Py<PyAny>>),
 }
 
-impl Items {
-    fn new(maxsize: usize) -> Items {
-        match maxsize {
-            1..=ARRAY_MAX => Items::Array(ArrayQueue::new(maxsize)),
-            _ => Items::Segments {
-                queue: SegQueue::new(),
-                limit: (maxsize > 0).then_some(maxsize),
-                reserved: CachePadded::new(AtomicUsize::new(0)),
-            },
-        }
-    }
-
-    fn push(&self, item: Py<PyAny>) -> Result<(), Py<PyAny>> {
+impl Queue {
+    /// Push where there is room (a reserved slot, or one a walk just emptied).
+    fn push(&self, item: Py<PyAny>) {
         match self {
-            Items::Array(q) => q.push(item),
-            Items::Segments {
-                queue,
-                limit,
-                reserved,
-            } => {
-                if let Some(limit) = *limit {
-                    if reserved
-                        .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1))
-                        .is_err()
-                    {
-                        return Err(item);
-                    }
-                }
-                queue.push(item);
-                Ok(())
+            Queue::Segments(q) => q.push(item),
+            Queue::Array(q) => {
+                // There is room (`Items`' doc): `force_push` never has to evict.
+                let evicted = q.force_push(item);
+                debug_assert!(evicted.is_none(), "a reserved slot was taken");
             }
         }
     }
 
     fn pop(&self) -> Option<Py<PyAny>> {
         match self {
-            Items::Array(q) => q.pop(),
-            Items::Segments {
-                queue,
-                limit,
-                reserved,
-            } => {
-                let item = queue.pop()?;
-                if limit.is_some() {
-                    reserved.fetch_sub(1, SeqCst);
-                }
-                Some(item)
-            }
+            Queue::Array(q) => q.pop(),
+            Queue::Segments(q) => q.pop(),
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Items::Array(q) => q.len(),
-            Items::Segments { queue, .. } => queue.len(),
+            Queue::Array(q) => q.len(),
+            Queue::Segments(q) => q.len(),
+        }
+    }
+}
+
+/// The items. A bounded channel *reserves* a slot before pushing: `reserved` counts the items
+/// in the queue and those being pushed, and a pop frees its slot after taking the item. So a push
+/// after a reservation always finds room, and a put that fails for want of space has changed
+/// nothing (not even `unfinished`, which a racing `task_done` could otherwise see).
+///
+/// The collector must see the items (a cycle through a channel is collected), but a crossbeam
+/// queue cannot be walked: `traverse` takes the items out and puts them back in order. It may
+/// do so only while no push or pop is under way, which `busy` tracks: pushes and pops in flight,
+/// and `TRAVERSING` while the walk lasts. During a collection that is always the case (the
+/// interpreter stops every other thread, or they wait for the GIL, and a push or pop never
+/// detaches); a walk that finds one under way (`gc.get_referents` racing with a put) reports no
+/// items, which can only delay a collection, and a push or pop that meets a walk yields until it
+/// ends.
+struct Items {
+    queue: Queue,
+    limit: Option<usize>,
+    reserved: CachePadded<AtomicUsize>,
+    busy: CachePadded<AtomicUsize>,
+}
+
+const TRAVERSING: usize = 1 << (usize::BITS - 1);
+
+impl Items {
+    fn new(maxsize: usize) -> Items {
+        Items {
+            queue: match maxsize {
+                1..=ARRAY_MAX => Queue::Array(ArrayQueue::new(maxsize)),
+                _ => Queue::Segments(SegQueue::new()),
+            },
+            limit: (maxsize > 0).then_some(maxsize),
+            reserved: CachePadded::new(AtomicUsize::new(0)),
+            busy: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
-    fn is_full(&self) -> bool {
-        match self {
-            Items::Array(q) => q.is_full(),
-            Items::Segments {
-                limit, reserved, ..
-            } => limit.is_some_and(|l| reserved.load(SeqCst) >= l),
+    /// Take a slot for one push: false if the channel is full.
+    fn reserve(&self) -> bool {
+        match self.limit {
+            None => true,
+            Some(limit) => self
+                .reserved
+                .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1))
+                .is_ok(),
         }
+    }
+
+    /// Run a push or pop, never during a walk (see the type's doc).
+    #[inline]
+    fn busy<R>(&self, f: impl FnOnce(&Queue) -> R) -> R {
+        while self.busy.fetch_add(1, SeqCst) & TRAVERSING != 0 {
+            self.busy.fetch_sub(1, SeqCst);
+            while self.busy.load(SeqCst) & TRAVERSING != 0 {
+                std::thread::yield_now();
+            }
+        }
+        let r = f(&self.queue);
+        self.busy.fetch_sub(1, SeqCst);
+        r
+    }
+
+    /// Push into a reserved slot.
+    fn push(&self, item: Py<PyAny>) {
+        self.busy(|q| q.push(item));
+    }
+
+    fn pop(&self) -> Option<Py<PyAny>> {
+        let item = self.busy(Queue::pop)?;
+        if self.limit.is_some() {
+            self.reserved.fetch_sub(1, SeqCst);
+        }
+        Some(item)
+    }
+
+    /// Report every item to the collector, in place (see the type's doc).
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if self
+            .busy
+            .compare_exchange(0, TRAVERSING, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let mut items = Vec::with_capacity(self.queue.len());
+        while let Some(item) = self.queue.pop() {
+            items.push(item);
+        }
+        let visited = items.iter().try_for_each(|item| visit.call(item));
+        for item in items {
+            self.queue.push(item);
+        }
+        self.busy.fetch_and(!TRAVERSING, SeqCst);
+        visited
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.limit.is_some_and(|l| self.reserved.load(SeqCst) >= l)
     }
 }
 
@@ -190,8 +247,9 @@ pub enum Put {
 }
 
 pub struct ChannelCore {
-    items: Items,
-    pub maxsize: usize,
+    /// Set by the first `configure` (`Channel.__init__`), or unbounded at first use by a
+    /// subclass whose `__init__` never called ours.
+    items: OnceLock<Items>,
     /// `CLOSED` | the number of puts in flight (see the module doc).
     puts: CachePadded<AtomicU64>,
     /// Items put and not yet marked done with `task_done` (`queue.Queue.unfinished_tasks`).
@@ -203,10 +261,9 @@ pub struct ChannelCore {
 }
 
 impl ChannelCore {
-    pub fn new(maxsize: usize) -> ChannelCore {
+    pub fn new() -> ChannelCore {
         ChannelCore {
-            items: Items::new(maxsize),
-            maxsize,
+            items: OnceLock::new(),
             puts: CachePadded::new(AtomicU64::new(0)),
             unfinished: CachePadded::new(AtomicU64::new(0)),
             getters_waiting: CachePadded::new(AtomicUsize::new(0)),
@@ -216,12 +273,30 @@ impl ChannelCore {
         }
     }
 
+    #[inline]
+    fn items(&self) -> &Items {
+        self.items.get_or_init(|| Items::new(0))
+    }
+
+    /// Give the channel its bound: false if it already has another one.
+    pub fn configure(&self, maxsize: usize) -> bool {
+        self.items
+            .get_or_init(|| Items::new(maxsize))
+            .limit
+            .unwrap_or(0)
+            == maxsize
+    }
+
+    pub fn maxsize(&self) -> usize {
+        self.items().limit.unwrap_or(0)
+    }
+
     pub fn qsize(&self) -> usize {
-        self.items.len()
+        self.items().len()
     }
 
     pub fn is_full(&self) -> bool {
-        self.items.is_full()
+        self.items().is_full()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -250,23 +325,19 @@ impl ChannelCore {
             self.end_put(owed);
             return Put::Closed(item);
         }
+        if !self.items().reserve() {
+            self.end_put(owed);
+            return Put::Full(item);
+        }
         // Counted before the push: a getter may `task_done` the item before we return.
         self.unfinished.fetch_add(1, SeqCst);
-        let pushed = self.items.push(item);
-        if pushed.is_err() {
-            self.finish_task(owed);
-        }
+        self.items().push(item);
         self.end_put(owed);
-        match pushed {
-            Ok(()) => {
-                // The fence in `end_put` orders the push before this read (module doc).
-                if self.getters_waiting.load(SeqCst) > 0 {
-                    owed.getter = true;
-                }
-                Put::Done
-            }
-            Err(item) => Put::Full(item),
+        // The fence in `end_put` orders the push before this read (module doc).
+        if self.getters_waiting.load(SeqCst) > 0 {
+            owed.getter = true;
         }
+        Put::Done
     }
 
     /// A put leaves `puts`; the last one out of a closed channel wakes every getter, which may be
@@ -281,14 +352,14 @@ impl ChannelCore {
 
     /// Pop one item; `Closed` only when closed and drained (module doc).
     pub fn get_raw(&self, owed: &mut Owed) -> Got {
-        if let Some(item) = self.items.pop() {
+        if let Some(item) = self.items().pop() {
             self.after_pops(1, owed);
             return Got::Item(item);
         }
         if self.puts.load(SeqCst) != CLOSED {
             return Got::Empty;
         }
-        match self.items.pop() {
+        match self.items().pop() {
             Some(item) => {
                 self.after_pops(1, owed);
                 Got::Item(item)
@@ -301,7 +372,9 @@ impl ChannelCore {
     pub fn drain_raw(&self, max: usize, out: &mut Vec<Py<PyAny>>, owed: &mut Owed) {
         let mut n = 0;
         while n < max {
-            let Some(item) = self.items.pop() else { break };
+            let Some(item) = self.items().pop() else {
+                break;
+            };
             out.push(item);
             n += 1;
         }
@@ -311,7 +384,7 @@ impl ChannelCore {
     }
 
     fn after_pops(&self, n: usize, owed: &mut Owed) {
-        if self.maxsize > 0 {
+        if self.items().limit.is_some() {
             fence(SeqCst);
             if self.putters_waiting.load(SeqCst) > 0 {
                 owed.putters += n;
@@ -332,12 +405,6 @@ impl ChannelCore {
                 true
             }
             Err(_) => false,
-        }
-    }
-
-    fn finish_task(&self, owed: &mut Owed) {
-        if self.unfinished.fetch_sub(1, SeqCst) == 1 {
-            self.joiners_due(owed);
         }
     }
 
@@ -388,8 +455,8 @@ impl ChannelCore {
     /// there is still something to retry for.
     fn pass_on_locked(&self, kind: Kind, w: &mut Waits, wakes: &mut Wakeups) {
         let due = match kind {
-            Kind::Get => self.items.len() > 0 || self.is_closed(),
-            Kind::Put => !self.items.is_full() || self.is_closed(),
+            Kind::Get => self.items().len() > 0 || self.is_closed(),
+            Kind::Put => !self.items().is_full() || self.is_closed(),
             Kind::Join => false, // joiners are woken all at once
         };
         if due {
@@ -535,16 +602,16 @@ impl ChannelCore {
     }
 
     /// The async protocol's `finish`: which list `ticket` was in and, if it was woken, the
-    /// `since` it re-queues with. `None`: withdrawn without a wakeup (its deadline passed).
-    pub fn finish(&self, py: Python<'_>, ticket: Ticket) -> Option<(Kind, Instant)> {
+    /// `since` it re-queues with (`None`: withdrawn unwoken, its deadline passed).
+    pub fn finish(&self, py: Python<'_>, ticket: Ticket) -> Option<(Kind, Option<Instant>)> {
         with_waiters(py, &self.waits, |w, wakes| {
             let mut found = None;
             for kind in [Kind::Get, Kind::Put, Kind::Join] {
-                match kind.list()(w).withdraw(ticket, wakes) {
-                    Withdrawn::Granted(since) => found = Some((kind, since)),
+                found = match kind.list()(w).withdraw(ticket, wakes) {
                     Withdrawn::Unknown => continue,
-                    Withdrawn::Removed | Withdrawn::Closed => {}
-                }
+                    Withdrawn::Granted(since) => Some((kind, Some(since))),
+                    Withdrawn::Removed | Withdrawn::Closed => Some((kind, None)),
+                };
                 break;
             }
             self.publish(w);
@@ -569,6 +636,9 @@ impl ChannelCore {
     }
 
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(items) = self.items.get() {
+            items.traverse(visit)?;
+        }
         if let Some(w) = self.waits.try_lock() {
             w.getters.traverse(visit)?;
             w.putters.traverse(visit)?;
@@ -584,6 +654,18 @@ fn wake_front(list: &mut WaitList<Instant, ()>, wakes: &mut Wakeups) -> bool {
         return false;
     };
     list.grant_front(since, wakes).is_ok()
+}
+
+impl ChannelCore {
+    /// `__clear__`: take every item out, for the caller to release (the collector found the
+    /// channel in a dead cycle).
+    pub fn take_all(&self) -> Vec<Py<PyAny>> {
+        let mut items = Vec::new();
+        while let Some(item) = self.items.get().and_then(Items::pop) {
+            items.push(item);
+        }
+        items
+    }
 }
 
 impl Reclaim for ChannelCore {
@@ -609,10 +691,7 @@ impl Drop for ChannelCore {
         for list in [&mut w.getters, &mut w.putters, &mut w.joiners] {
             drop(list.clear_into(&mut wakes));
         }
-        let mut items = Vec::new();
-        while let Some(item) = self.items.pop() {
-            items.push(item);
-        }
+        let items = self.take_all();
         if !items.is_empty() || !wakes.is_empty() {
             Python::attach(|py| {
                 wakes.perform(py);

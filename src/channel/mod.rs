@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::conversion::FromPyObject;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyGenericAlias, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyGenericAlias, PyInt, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::{CHANNEL_CLOSED, CHANNEL_EMPTY, CHANNEL_FULL};
@@ -38,6 +39,31 @@ fn closed_error(op: &str) -> PyErr {
         "put" => "put on a closed Channel".to_owned(),
         _ => format!("{op}: the Channel is closed and drained"),
     })
+}
+
+/// `maxsize`: an int, 0 (unbounded) or more. Negative: `ValueError`, however large; beyond what
+/// a machine could hold: `OverflowError`, as for other sizes.
+struct MaxSize(usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for MaxSize {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let n = obj.cast::<PyInt>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "maxsize must be an int, not {}",
+                obj.get_type()
+                    .name()
+                    .map_or_else(|_| "?".into(), |n| n.to_string())
+            ))
+        })?;
+        if n.lt(0)? {
+            return Err(PyValueError::new_err(format!(
+                "maxsize must be >= 0 (0 means unbounded), not {}",
+                n.to_owned()
+            )));
+        }
+        Ok(MaxSize(n.extract()?))
+    }
 }
 
 /// What a put attempt leaves: done, or the item back because the channel is closed.
@@ -134,21 +160,28 @@ impl Channel {
 
 #[pymethods]
 impl Channel {
+    /// Like `dict`'s, ignores its arguments: `__init__` gives the channel its bound, so a
+    /// subclass's `__init__` may take its own and call `super().__init__(maxsize)`.
     #[new]
-    #[pyo3(signature = (maxsize = 0))]
-    fn new(maxsize: i64) -> PyResult<Self> {
-        if let Some(view) = shared::adopted::<Self>() {
-            return Ok(view);
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn __new__(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        shared::adopted::<Self>().unwrap_or_else(|| Self::from_core(Arc::new(ChannelCore::new())))
+    }
+
+    #[pyo3(signature = (maxsize = MaxSize(0)))]
+    fn __init__(&self, maxsize: MaxSize) -> PyResult<()> {
+        if self.core.configure(maxsize.0) {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(format!(
+                "this Channel's maxsize is already {}; __init__ cannot change it",
+                self.core.maxsize()
+            )))
         }
-        let n = usize::try_from(maxsize).map_err(|_| {
-            PyValueError::new_err(format!(
-                "maxsize must be >= 0 (0 means unbounded), not {maxsize}"
-            ))
-        })?;
-        Ok(Self::from_core(Arc::new(ChannelCore::new(n))))
     }
 
     #[classmethod]
+    #[pyo3(signature = (item, /))]
     fn __class_getitem__<'py>(
         cls: &Bound<'py, PyType>,
         item: &Bound<'py, PyAny>,
@@ -164,7 +197,7 @@ impl Channel {
     /// The bound given at creation (0: unbounded).
     #[getter]
     fn maxsize(&self) -> usize {
-        self.core.maxsize
+        self.core.maxsize()
     }
 
     #[getter]
@@ -226,15 +259,16 @@ impl Channel {
     fn get_many<'py>(
         &self,
         py: Python<'py>,
-        max_items: i64,
+        max_items: &Bound<'py, PyInt>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let max = usize::try_from(max_items)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!("max_items must be >= 1, not {max_items}"))
-            })?;
+        if max_items.lt(1)? {
+            return Err(PyValueError::new_err(format!(
+                "max_items must be >= 1, not {max_items}"
+            )));
+        }
+        // A bound, not a size to reserve: any larger count means "everything ready".
+        let max = max_items.extract::<usize>().unwrap_or(usize::MAX);
         let first = self.get_one(py, true, timeout)?;
         let mut items = vec![first];
         let mut owed = Owed::default();
@@ -325,7 +359,7 @@ impl Channel {
     }
 
     /// The async protocol's `begin` (see `src/waiters.rs`); `kind`: 0 get, 1 put, 2 join.
-    #[pyo3(signature = (event_loop, future, retry, kind, item = None))]
+    #[pyo3(signature = (event_loop, future, retry, kind, item))]
     fn _begin<'py>(
         &self,
         py: Python<'py>,
@@ -333,7 +367,7 @@ impl Channel {
         future: Option<&Bound<'py, PyAny>>,
         retry: Option<u64>,
         kind: u8,
-        item: Option<Py<PyAny>>,
+        item: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let kind =
             Kind::from_code(kind).ok_or_else(|| PyValueError::new_err("unknown wait kind"))?;
@@ -349,7 +383,7 @@ impl Channel {
                 Ok(Some(ticket)) => (WAITING, ticket).into_pyobject(py),
             },
             Kind::Put => {
-                let mut pending = item;
+                let mut pending = Some(item);
                 match core.begin(py, kind, wait_with, since, put_attempt(&mut pending)) {
                     Err(Ok(())) => (GRANTED, none()).into_pyobject(py),
                     Err(Err(_item)) => (CLOSED, none()).into_pyobject(py),
@@ -365,13 +399,31 @@ impl Channel {
         }
     }
 
-    /// The async protocol's `finish`: a woken getter or putter retries (keeping its place); a
-    /// woken joiner is done.
+    /// The async protocol's `finish`. A woken getter tries its get here (saving the glue a
+    /// second `begin`) and a woken putter retries through `begin` (it has the item), both keeping
+    /// their place in line if they must wait again; a woken joiner is done. A waiter whose
+    /// deadline passed gets one last try, as a thread does (a putter's is its last `begin`).
     fn _finish<'py>(&self, py: Python<'py>, ticket: u64) -> PyResult<Bound<'py, PyTuple>> {
-        match self.core.finish(py, ticket) {
-            Some((Kind::Join, _)) => (GRANTED, py.None()).into_pyobject(py),
-            Some((_, since)) => (RETRY, since_token(since)).into_pyobject(py),
-            None => (TIMED_OUT, py.None()).into_pyobject(py),
+        let core = &self.core;
+        let none = || py.None();
+        match core.finish(py, ticket) {
+            Some((Kind::Get, since)) => {
+                let mut owed = Owed::default();
+                let got = get_attempt(core, &mut owed);
+                core.settle(py, owed);
+                match (got, since) {
+                    (Some(Some(item)), _) => (GRANTED, item).into_pyobject(py),
+                    (Some(None), _) => (CLOSED, none()).into_pyobject(py),
+                    (None, Some(since)) => (RETRY, since_token(since)).into_pyobject(py),
+                    (None, None) => (TIMED_OUT, none()).into_pyobject(py),
+                }
+            }
+            Some((Kind::Put, Some(since))) => (RETRY, since_token(since)).into_pyobject(py),
+            Some((Kind::Join, since)) => {
+                let done = since.is_some() || core.unfinished() == 0;
+                (if done { GRANTED } else { TIMED_OUT }, none()).into_pyobject(py)
+            }
+            Some((Kind::Put, None)) | None => (TIMED_OUT, none()).into_pyobject(py),
         }
     }
 
@@ -384,7 +436,7 @@ impl Channel {
         let (getters, putters, _) = core.waiting();
         format!(
             "<nogilsafe.Channel maxsize={} qsize={}{}{}{}>",
-            core.maxsize,
+            core.maxsize(),
             core.qsize(),
             if core.is_closed() { " closed" } else { "" },
             if getters > 0 {
@@ -404,14 +456,19 @@ impl Channel {
         Err(refuse_pickle("nogilsafe.Channel"))
     }
 
-    /// Items are not reported: a crossbeam queue cannot be walked without taking them out. A
-    /// cycle through an item left in a dropped channel is therefore not collected (close and
-    /// drain a channel that holds objects referring back to it).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if self.visit_owner(&visit)? {
             return Ok(());
         }
         self.core.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        // Views are never cleared: their owner breaks the cycle by releasing the items.
+        if self.owner.is_none() {
+            let items = self.core.take_all();
+            Python::attach(|py| crate::pycall::release_all(py, items));
+        }
     }
 }
 
