@@ -10,6 +10,7 @@ import contextlib
 import functools
 import gc
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -353,6 +354,28 @@ def test_a_cancelled_future_skips_its_item() -> None:
     assert gate.seen == [0, 2] and p.metrics().cancelled == 1
 
 
+def test_name_maxsize_repr_and_generic_alias() -> None:
+    p = SequentialProcessor[int, int](double, maxsize=7, name="reporter")
+    assert (p.name, p.maxsize, p.in_progress) == ("reporter", 7, None)
+    assert repr(p) == "<SequentialProcessor 'reporter' not started, 0 queued>"
+    p.submit(1)
+    assert repr(p) == "<SequentialProcessor 'reporter' not started, 1 queued>"
+    with p:
+        assert "running" in repr(p)
+    assert repr(p) == "<SequentialProcessor 'reporter' stopped, 0 queued>"
+    assert SequentialProcessor(double).name.endswith("(double)")
+
+
+def test_leaving_a_with_block_by_an_exception_still_drains() -> None:
+    gate = Gate(hold=(0,))
+    with pytest.raises(KeyError), SequentialProcessor(gate) as p:
+        futures = [p.submit(i) for i in range(5)]
+        assert gate.entered[0].wait(WAIT)
+        gate.release.set()
+        raise KeyError("the caller's own error")
+    assert [f.result(0) for f in futures] == list(range(5))
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 
@@ -673,12 +696,10 @@ def test_loop_mode_the_loops_shutdown_cancels_the_worker() -> None:
         p.submit(1)
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="3.10 cannot tell it from the worker's own cancellation"
+)
 def test_process_raising_cancelled_error_of_its_own_fails_only_that_item() -> None:
-    import sys
-
-    if sys.version_info < (3, 11):
-        pytest.skip("Python 3.10 cannot tell it from the worker's own cancellation")
-
     async def process(x: int) -> int:
         if x == 1:
             fut = asyncio.get_running_loop().create_future()
