@@ -179,6 +179,14 @@ def _count_down_latch(cls: Any) -> None:
     assert latch.wait(10) is not False
 
 
+def _sequential_processor(cls: Any) -> None:
+    seen: list[int] = []
+    with cls(seen.append, maxsize=2) as p:
+        futures = [p.submit(i) for i in range(5)]
+    assert seen == [0, 1, 2, 3, 4] and all(f.done() for f in futures)
+    assert p.metrics().processed == 5
+
+
 EXERCISERS: dict[str, Callable[[Any], None]] = {
     "AtomicInt": _atomic_int,
     "ThreadSafeDict": _dict,
@@ -209,6 +217,8 @@ EXERCISERS: dict[str, Callable[[Any], None]] = {
     "AtomicBool": _atomic_bool,
     "AtomicRef": _atomic_ref,
     "CountDownLatch": _count_down_latch,
+    "SequentialProcessor": _sequential_processor,
+    "ProcessorStopped": _error,
 }
 
 # Names that only name a type produced by another exerciser, or are not a type at all.
@@ -220,9 +230,9 @@ IMPORT_ONLY: dict[str, str] = {
     "StateSnapshot": "ThreadSafeState.snapshot()",
     "StateSubscription": "ThreadSafeState.subscribe()",
     "StateTransaction": "the argument of ThreadSafeState.transaction's function",
+    "ProcessorMetrics": "SequentialProcessor.metrics()",
     # Being written on other branches; their API was not settled when this check was.
     "Channel": "no exerciser yet: add one when Channel lands",
-    "SequentialProcessor": "no exerciser yet: add one when SequentialProcessor lands",
     "RWLock": "no exerciser yet: add one when RWLock lands",
 }
 

@@ -8,14 +8,18 @@ can hang an event loop thread, and a hung thread cannot be cleaned out of the py
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
+import threading
+from typing import Any
 
 import pytest
 from nogilsafe.demo import main
 from nogilsafe.demo._common import Config, expected_points, make_schedule, run_league
 from nogilsafe.demo.league import NogilsafeLeague
+from nogilsafe.demo.seeds import SeedsQueueProcessor
 
 SMALL = [
     "--threads",
@@ -76,6 +80,9 @@ def test_nogilsafe_league_records_every_update() -> None:
     )
     assert out.figures.recorded_points == expected_points(cfg, schedule) == out.expected_points
     assert out.figures.log_entries == 400 and out.figures.counted == 400
+    # Every result went through the SequentialProcessor, and stop() drained it.
+    assert out.figures.results_processed == 400 and out.results_lost == 0
+    assert out.figures.results_refused == out.figures.results_stranded == 0
     assert out.watcher_woke is not None and out.watcher_note == "woke on the commit"
     assert out.ok
 
@@ -94,6 +101,67 @@ def test_standings_snapshot_matches_the_match_log() -> None:
     snap = league.standings.snapshot()
     assert {name: snap[name]["goals_for"] for name in goals} == goals
     assert sorted(e[0] for e in feed.log.snapshot()) == list(range(150))
+
+
+def test_the_results_processor_publishes_one_result_at_a_time_in_order() -> None:
+    cfg = Config(threads=4, matches=200, players=12, referees=3, tasks=8, progress=0)
+    in_flight, most, order = 0, 0, []
+
+    class Watched(NogilsafeLeague):
+        async def _publish(self, job: Any) -> None:  # what the processor runs
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            order.append(job[1][0])
+            await super()._publish(job)
+            in_flight -= 1
+
+    league = Watched(cfg)
+    out = run_league(league, cfg, make_schedule(cfg))
+    assert out.ok and most == 1
+    feed = league.results_feed.get()
+    assert feed is not None and [e[0] for e in feed.log.snapshot()] == order
+    assert sorted(order) == list(range(200))
+    m = league.results.metrics()
+    assert (m.submitted, m.processed, m.failed, m.queued) == (200, 200, 0, 0)
+
+
+def test_the_seeds_processor_refuses_a_put_from_another_loop_into_its_full_queue() -> None:
+    """The loss the demo counts as "enqueue calls raised", reproduced step by step: the worker
+    runs on loop A; loop B fills the queue while the worker is busy, and its next put raises."""
+    busy, release = threading.Event(), threading.Event()
+
+    async def process(item: int) -> None:
+        busy.set()
+        await asyncio.to_thread(release.wait, 10)
+
+    proc = SeedsQueueProcessor(process, maxsize=2)
+
+    async def loop_a() -> None:
+        await proc.start()
+        await asyncio.sleep(0)  # the worker waits on the empty queue: it is loop A's now
+        await proc.enqueue(0)  # the worker takes it and stays busy
+        await asyncio.to_thread(release.wait, 10)
+        await proc.stop()
+
+    a = threading.Thread(target=asyncio.run, args=(loop_a(),))
+    a.start()
+    assert busy.wait(10)
+
+    async def loop_b() -> str:
+        await proc.enqueue(1)
+        await proc.enqueue(2)  # full now
+        try:
+            await asyncio.wait_for(proc.enqueue(3), 10)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    message = asyncio.run(loop_b())
+    release.set()
+    a.join(10)
+    assert "is bound to a different event loop" in message
+    assert not a.is_alive() and proc.qsize() == 0
 
 
 def test_main_exit_status_is_zero_and_names_interpreter_and_threads(
@@ -127,12 +195,43 @@ def test_compare_reports_the_seeds_figures() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table(proc.stdout)
     assert rows[""] == ["nogilsafe", "seeds' way"]
-    for label in ("matches/s", "lost standings updates", "singleton errors", "points recorded"):
+    for label in (
+        "matches/s",
+        "lost standings updates",
+        "singleton errors",
+        "points recorded",
+        "results lost by the processor",
+    ):
         _, seeds_cell = rows[label]
         assert re.match(r"^[\d,]+", seeds_cell), (label, seeds_cell)
     assert number(rows["lost standings updates"][0]) == 0
     assert number(rows["singleton errors"][0]) == 0
+    assert number(rows["results lost by the processor"][0]) == 0
     assert number(rows["matches/s"][1]) >= 0
+    # What the seeds' processor lost is accounted for, item by item, in a line of its own.
+    lost = number(rows["results lost by the processor"][1])
+    logged = number(rows["match log entries"][1])
+    footnote = re.search(
+        r"seeds' way results processor: lost ([\d,]+) of ([\d,]+) results: (.*)", proc.stdout
+    )
+    assert (footnote is not None) == (lost > 0), proc.stdout
+    assert "nogilsafe results processor" not in proc.stdout
+    if footnote is not None:
+        assert number(footnote.group(1)) == lost
+        # Each processed result adds one log entry (to one feed: the seeds' may start two).
+        assert logged <= number(footnote.group(2)) - lost
+        counts = {
+            what: number(n)
+            for n, what in re.findall(
+                r"([\d,]+) (enqueue calls raised|left in its queue|vanished)", footnote.group(3)
+            )
+        }
+        assert counts, footnote.group(0)
+        refused_anyway = re.search(r"([\d,]+) of those that raised got in", footnote.group(3))
+        assert (
+            sum(counts.values()) - (number(refused_anyway.group(1)) if refused_anyway else 0)
+            == lost
+        )
 
 
 def test_counter_race_section() -> None:

@@ -54,6 +54,7 @@ from nogilsafe._once import (
     run_once,
     singleton,
 )
+from nogilsafe._processor import ProcessorMetrics, ProcessorStopped, SequentialProcessor
 
 # Cargo.toml holds the version; maturin writes it into the installed distribution's metadata.
 __version__: str = _metadata.version("nogilsafe")
@@ -78,10 +79,13 @@ __all__ = [
     "LockTimeoutError",
     "NogilsafeError",
     "OnceCell",
+    "ProcessorMetrics",
+    "ProcessorStopped",
     "RLock",
     "RWLock",
     "ReentrancyError",
     "Semaphore",
+    "SequentialProcessor",
     "SingletonFunction",
     "StateChange",
     "StateConflictError",

@@ -3,8 +3,9 @@
 An in-process league service: worker threads, each running its own asyncio event loop, play
 matches concurrently and report results into shared standings. The league written with nogilsafe
 (``league.py``) runs first; the same league written the seeds' way (``seeds.py``: dict + Lock,
-get-then-set standings, an ``asyncio.Lock`` singleton) runs beside it, and a table compares
-matches/s, lost standings updates and singleton errors. Then the ``global_counter += 1`` race
+get-then-set standings, an ``asyncio.Lock`` singleton, an ``asyncio.Queue`` results processor)
+runs beside it, and a table compares matches/s, lost standings updates, singleton errors and
+results lost by the processor. Then the ``global_counter += 1`` race
 against ``AtomicInt``. Exits non-zero if the nogilsafe league or counter lost anything or raised.
 """
 
@@ -101,6 +102,31 @@ def _cell_watcher(o: Outcome) -> str:
     return f"{o.watcher_note}, +{lag_ms:.1f} ms"
 
 
+def _results_footnote(o: Outcome) -> str | None:
+    """Where the results the processor lost went, as measured; None if it lost none."""
+    f = o.figures
+    if f is None or (o.results_lost == 0 and not f.results_note):
+        return None
+    handed = o.matches - o.failed_matches
+    parts = []
+    if f.results_refused:
+        sample = f" ({f.refusal_sample[:110]})" if f.refusal_sample else ""
+        parts.append(f"{f.results_refused:,} enqueue calls raised{sample}")
+    if f.results_stranded:
+        parts.append(f"{f.results_stranded:,} left in its queue, never processed")
+    other = o.results_lost - f.results_refused - f.results_stranded
+    if other > 0:
+        parts.append(f"{other:,} vanished")
+    elif other < 0:
+        parts.append(f"{-other:,} of those that raised got in all the same")
+    if f.results_note:
+        parts.append(f.results_note)
+    return (
+        f"  {o.name} results processor: lost {o.results_lost:,} of {handed:,} results: "
+        + "; ".join(parts)
+    )
+
+
 def render(outcomes: list[Outcome]) -> list[str]:
     rows: list[tuple[str, list[str]]] = [
         ("matches/s", [f"{o.matches_per_s:,.0f}" for o in outcomes]),
@@ -116,6 +142,10 @@ def render(outcomes: list[Outcome]) -> list[str]:
             [_cell_of(o.figures.log_entries if o.figures else 0, o.matches) for o in outcomes],
         ),
         (
+            "results lost by the processor",
+            [f"{o.results_lost:,}" if o.figures else "n/a" for o in outcomes],
+        ),
+        (
             "matches counter",
             [_cell_of(o.figures.counted if o.figures else 0, o.matches) for o in outcomes],
         ),
@@ -127,6 +157,9 @@ def render(outcomes: list[Outcome]) -> list[str]:
     for label, cells in rows:
         lines.append(f"  {label:<{label_w}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     for o in outcomes:
+        footnote = _results_footnote(o)
+        if footnote:
+            lines.append(footnote)
         for msg in o.error_samples[:2]:
             lines.append(f"  {o.name} singleton error, e.g.: {msg[:150]}")
         if o.failed_matches:

@@ -166,6 +166,12 @@ class Figures:
     log_entries: int
     counted: int  # the matches counter
     service_starts: int  # factory runs over both shared services: 2 when each started once
+    # The results processor: each played match hands it one result to publish to the feed.
+    results_processed: int  # process(result) ran to its end
+    results_refused: int = 0  # submitting raised: the result never got in
+    results_stranded: int = 0  # still in its queue after the run
+    results_note: str = ""  # what else went wrong with it
+    refusal_sample: str = ""  # the first refusal's error
 
 
 class League(Protocol):
@@ -173,11 +179,15 @@ class League(Protocol):
     tally: Tally
     watcher_note: str
 
+    def start(self) -> None: ...  # before the worker threads start
     def register(self, worker: int, workers: int) -> None: ...
+    async def open_loop(self, worker: int) -> None: ...  # on each event loop, before play
     def thread_context(self) -> Any: ...
     def take_ticket(self, ctx: Any) -> int: ...
     async def play(self, ctx: Any, match: Match) -> None: ...
+    async def close_loop(self, worker: int) -> None: ...  # on each loop, after its last match
     async def watch(self, total: int) -> float: ...
+    def finish(self) -> None: ...  # after the worker threads end (or hang), before figures()
     def figures(self) -> Figures: ...
 
 
@@ -216,6 +226,14 @@ class Outcome:
         )
 
     @property
+    def results_lost(self) -> int:
+        """Results handed to the results processor (one per match that reached its report)
+        that it never processed."""
+        if self.figures is None:
+            return 0
+        return self.matches - self.failed_matches - self.figures.results_processed
+
+    @property
     def extra_instances(self) -> int:
         return max(0, self.figures.service_starts - 2) if self.figures else 0
 
@@ -231,6 +249,7 @@ class Outcome:
             and self.singleton_errors == 0
             and self.extra_instances == 0
             and self.lost_updates == 0
+            and self.results_lost == 0
             and f.recorded_points == self.expected_points
             and f.log_entries == self.matches
             and f.counted == self.matches
@@ -276,11 +295,17 @@ class _Watcher(threading.Thread):
 
 
 async def _event_loop_main(
-    league: League, cfg: Config, schedule: list[Match], completed: list[int], stamps: list[float]
+    league: League,
+    worker: int,
+    cfg: Config,
+    schedule: list[Match],
+    completed: list[int],
+    stamps: list[float],
 ) -> None:
     """One worker thread's event loop: ``cfg.tasks`` referee tasks, each taking the next match
     from the shared ticket counter until the schedule runs out. ``completed`` and ``stamps`` belong
     to this thread alone: the ids of the matches it finished and the time of its last report."""
+    await league.open_loop(worker)
     ctx = league.thread_context()
 
     async def referee_desk() -> None:
@@ -293,6 +318,7 @@ async def _event_loop_main(
             stamps[0] = time.perf_counter()
 
     await asyncio.gather(*(referee_desk() for _ in range(cfg.tasks)))
+    await league.close_loop(worker)
 
 
 def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
@@ -308,7 +334,7 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
         try:
             league.register(w, n)
             barrier.wait()
-            asyncio.run(_event_loop_main(league, cfg, schedule, completed[w], stamps[w]))
+            asyncio.run(_event_loop_main(league, w, cfg, schedule, completed[w], stamps[w]))
         except threading.BrokenBarrierError:
             pass
         except BaseException as exc:
@@ -318,6 +344,10 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
         finally:
             finished.count_down()
 
+    try:
+        league.start()
+    except Exception as exc:
+        errors.append(f"starting: {type(exc).__name__}: {exc}")
     watcher = _Watcher(league, cfg.matches)
     watcher.start()
     watcher.ready.wait(10)
@@ -350,6 +380,10 @@ def run_league(league: League, cfg: Config, schedule: list[Match]) -> Outcome:
 
     played_ids = [i for ids in completed for i in ids]
     figures = None
+    try:
+        league.finish()
+    except Exception as exc:
+        errors.append(f"finishing: {type(exc).__name__}: {exc}")
     try:
         figures = league.figures()
     except Exception as exc:

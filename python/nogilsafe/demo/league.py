@@ -9,7 +9,9 @@
 - the match engine (``@async_singleton``) and the results feed (``AsyncOnceCell``) start once for
   the whole process, whichever thread's event loop asks first; the others await without blocking
   their loop;
-- the feed keeps the match log in a ``ThreadSafeList``;
+- referees hand each result to a ``SequentialProcessor`` (``await submit_async``, from every
+  event loop), whose own event loop publishes the results to the feed one at a time, in order;
+  the feed keeps the match log in a ``ThreadSafeList``. At the end ``stop()`` drains it;
 - match tickets and the matches counter are ``AtomicInt``;
 - the watcher awaits ``wait_for_async``: it wakes on the commit that makes its predicate true,
   without polling;
@@ -27,6 +29,7 @@ from typing import Any
 from nogilsafe import (
     AsyncOnceCell,
     AtomicInt,
+    SequentialProcessor,
     ThreadSafeDict,
     ThreadSafeList,
     ThreadSafeState,
@@ -83,6 +86,11 @@ class NogilsafeLeague:
         self.counted = AtomicInt(0)
         self.service_starts = AtomicInt(0)
         self.results_feed: AsyncOnceCell[ResultsFeed] = AsyncOnceCell()
+        self.results_published = AtomicInt(0)
+        # One worker, on an event loop of its own, publishes every result in turn.
+        self.results: SequentialProcessor[tuple[ResultsFeed, tuple[Any, ...]], None] = (
+            SequentialProcessor(self._publish, name="nogilsafe-results")
+        )
 
         # A fresh singleton per league, so running the demo twice in one process starts it again.
         @async_singleton
@@ -97,6 +105,25 @@ class NogilsafeLeague:
         self.service_starts.increment()
         await asyncio.sleep(self.cfg.service_startup)
         return ResultsFeed()
+
+    async def _publish(self, job: tuple[ResultsFeed, tuple[Any, ...]]) -> None:
+        feed, entry = job
+        await asyncio.sleep(0)  # the feed's client sends it (simulated I/O)
+        feed.publish(entry)
+        self.results_published.increment()
+
+    def start(self) -> None:
+        self.results.start()
+
+    def finish(self) -> None:
+        if not self.results.stop(timeout=self.cfg.timeout):
+            raise RuntimeError(f"{self.results!r} did not finish; see the log")
+
+    async def open_loop(self, worker: int) -> None:
+        pass  # nothing per loop: the results processor has a loop of its own
+
+    async def close_loop(self, worker: int) -> None:
+        pass
 
     def register(self, worker: int, workers: int) -> None:
         """Each worker thread registers its share of players and referees, all at once."""
@@ -138,7 +165,10 @@ class NogilsafeLeague:
 
         ctx.standings.transaction(report, changed_by=referee)
         ctx.standings.update_with(f"officiated:{referee}", _plus_one, default=0, changed_by=referee)
-        feed.publish((match.id, home, away, home_goals, away_goals, referee))
+        # Fire and forget, as the seeds' enqueue: the returned future is not needed here.
+        await self.results.submit_async(
+            (feed, (match.id, home, away, home_goals, away_goals, referee))
+        )
         ctx.counted.increment()
 
     async def watch(self, total: int) -> float:
@@ -160,4 +190,6 @@ class NogilsafeLeague:
             log_entries=len(feed.log) if feed is not None else 0,
             counted=int(self.counted.get()),
             service_starts=int(self.service_starts.get()),
+            results_processed=int(self.results_published.get()),
+            results_stranded=self.results.metrics().queued,
         )

@@ -11,6 +11,15 @@
   and start a service twice. Worse, a release from one thread wakes a waiter of another thread's
   loop with a call that is not thread-safe: nothing wakes that loop's ``select()``, and if it has
   nothing else to do it sleeps for good (the driver reports such loops as hung);
+- results: the seeds' ``SequentialQueueProcessor``, an ``asyncio.Queue`` drained by a worker task
+  that the league manager starts on its event loop (here worker loop 0's) and stops there with
+  ``await queue.join()`` once its own referees are done; every loop's referees ``enqueue`` into
+  it. An ``asyncio.Queue`` belongs to the loop that first waits on it and is not thread-safe: a
+  put from another loop's thread into a full queue raises ``RuntimeError: ... is bound to a
+  different event loop`` (that result is lost), and a put into an empty one wakes the worker with
+  a call that does not wake its loop, so once that loop has nothing else to do the result sits in
+  the queue for good and ``join()`` never returns. The figures count what it processed, what was
+  refused and what was left in the queue;
 - match log: a list behind a lock (the seeds' ThreadSafeList);
 - matches counter: ``self.matches_counted += 1`` (the seeds' ``global_counter``);
 - watcher: polls the state every 0.1 s, as the seeds' agents did.
@@ -23,9 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nogilsafe.demo._common import (
@@ -115,6 +127,40 @@ class SeedsResultsFeed:
             self.log.append(entry)
 
 
+class SeedsQueueProcessor:
+    """The seeds' SequentialQueueProcessor: ``await start()`` on the loop that is to run the
+    worker, ``await enqueue(item)`` from anywhere, ``await stop()`` drains and cancels."""
+
+    def __init__(self, process: Callable[[Any], Awaitable[None]], maxsize: int = 100) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
+        self._process = process
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._run())
+
+    async def enqueue(self, item: Any) -> None:
+        await self._queue.put(item)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._process(item)
+            except Exception:
+                logging.getLogger(__name__).exception("processing %r failed", item)
+            finally:
+                self._queue.task_done()
+
+    async def stop(self) -> None:
+        await self._queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
 class SeedsLeague:
     name = "seeds' way"
 
@@ -128,6 +174,10 @@ class SeedsLeague:
         self._tickets = 0
         self._tickets_lock = threading.Lock()
         self.matches_counted = 0
+        self.results = SeedsQueueProcessor(self._publish)
+        self.results_published = 0  # only the worker task, on one loop, adds to it
+        self.results_refused = Tally()  # the driver's instrument: enqueue calls that raised
+        self.results_stop = "not reached"
         league = self
 
         # Fresh classes per league, so a second run in the same process starts from scratch.
@@ -147,6 +197,28 @@ class SeedsLeague:
 
         self.engine_service = MatchEngineService
         self.feed_service = ResultsFeedService
+
+    async def _publish(self, job: tuple[SeedsResultsFeed, tuple[Any, ...]]) -> None:
+        feed, entry = job
+        await asyncio.sleep(0)
+        feed.publish(entry)
+        self.results_published += 1
+
+    def start(self) -> None:
+        pass  # the league manager starts its processor on its own loop: open_loop(0)
+
+    async def open_loop(self, worker: int) -> None:
+        if worker == 0:
+            await self.results.start()
+
+    async def close_loop(self, worker: int) -> None:
+        if worker == 0:
+            self.results_stop = "waiting"
+            await self.results.stop()
+            self.results_stop = "returned"
+
+    def finish(self) -> None:
+        pass  # the processor's loop has ended (or hangs in stop()): nothing left to ask of it
 
     def register(self, worker: int, workers: int) -> None:
         for pid in range(worker, self.cfg.players, workers):
@@ -191,7 +263,14 @@ class SeedsLeague:
         state.set("matches_reported", state.get("matches_reported", 0) + 1, changed_by=referee)
         key = f"officiated:{referee}"
         state.set(key, state.get(key, 0) + 1, changed_by=referee)
-        feed.publish((match.id, home, away, home_goals, away_goals, referee))
+        try:
+            await self.results.enqueue(
+                (feed, (match.id, home, away, home_goals, away_goals, referee))
+            )
+        except Exception as exc:  # counted, and the referee goes on: the result is lost
+            # The queue's repr lists its items: "<Queue at 0x.. maxsize=100 _queue=[...]>".
+            message = re.sub(r"<Queue at .*> is bound", "<Queue ...> is bound", str(exc))
+            self.results_refused.add("refused", f"{type(exc).__name__}: {message}")
         self.matches_counted += 1
 
     async def watch(self, total: int) -> float:
@@ -217,4 +296,11 @@ class SeedsLeague:
             log_entries=len(feed.log) if feed is not None else 0,
             counted=self.matches_counted,
             service_starts=self.tally["service_starts"],
+            results_processed=self.results_published,
+            results_refused=self.results_refused["refused"],
+            results_stranded=self.results.qsize(),
+            results_note=""
+            if self.results_stop != "waiting"
+            else "its stop() (await queue.join()) never returned",
+            refusal_sample=next(iter(self.results_refused.messages), ""),
         )
