@@ -179,6 +179,33 @@ def _count_down_latch(cls: Any) -> None:
     assert latch.wait(10) is not False
 
 
+def _channel(cls: Any) -> None:
+    ch = cls(2)
+
+    def produce() -> None:
+        for i in range(5):
+            ch.put(i, timeout=10)
+        ch.close()
+
+    threading.Thread(target=produce).start()
+    assert list(ch) == [0, 1, 2, 3, 4] and ch.closed
+
+    async def roundtrip() -> Any:
+        other = cls()
+        await other.put_async("x")
+        return await other.get_async(timeout=10)
+
+    assert asyncio.run(roundtrip()) == "x"
+
+
+def _rwlock(cls: Any) -> None:
+    rw = cls()
+    with rw.read(), rw.read():
+        pass
+    with rw.write(timeout=10):
+        pass
+
+
 def _sequential_processor(cls: Any) -> None:
     seen: list[int] = []
     with cls(seen.append, maxsize=2) as p:
@@ -208,7 +235,6 @@ EXERCISERS: dict[str, Callable[[Any], None]] = {
     "StateVersionError": _error,
     "StateRollbackError": _error,
     "StateConflictError": _error,
-    # Types other branches add: exercised as soon as they are exported.
     "Lock": _lock_like,
     "RLock": _lock_like,
     "Semaphore": _lock_like,
@@ -218,6 +244,11 @@ EXERCISERS: dict[str, Callable[[Any], None]] = {
     "AtomicRef": _atomic_ref,
     "CountDownLatch": _count_down_latch,
     "SequentialProcessor": _sequential_processor,
+    "Channel": _channel,
+    "ChannelClosed": _error,
+    "ChannelEmpty": _error,
+    "ChannelFull": _error,
+    "RWLock": _rwlock,
     "ProcessorStopped": _error,
 }
 
@@ -231,9 +262,6 @@ IMPORT_ONLY: dict[str, str] = {
     "StateSubscription": "ThreadSafeState.subscribe()",
     "StateTransaction": "the argument of ThreadSafeState.transaction's function",
     "ProcessorMetrics": "SequentialProcessor.metrics()",
-    # Being written on other branches; their API was not settled when this check was.
-    "Channel": "no exerciser yet: add one when Channel lands",
-    "RWLock": "no exerciser yet: add one when RWLock lands",
 }
 
 
