@@ -544,15 +544,19 @@ class SequentialProcessor(Generic[T, R]):
                     entry = get()
                 except ChannelClosed:
                     break
-                if not self._take(entry):
-                    continue
-                start = time.perf_counter()
-                try:
-                    result = call(entry.item)
-                except BaseException as exc:
-                    self._settle(entry, False, exc, time.perf_counter() - start)
-                else:
-                    self._settle(entry, True, result, time.perf_counter() - start)
+                if self._take(entry):
+                    start = time.perf_counter()
+                    try:
+                        result = call(entry.item)
+                    except BaseException as exc:
+                        self._settle(entry, False, exc, time.perf_counter() - start)
+                    else:
+                        self._settle(entry, True, result, time.perf_counter() - start)
+                        del result
+                # Nothing of an item outlives its turn in this frame: its future (and what the
+                # result refers to) are freed when its submitter drops them, not when the
+                # worker thread exits.
+                del entry
             completed = True
         except BaseException:
             _log.exception("SequentialProcessor %r: the worker failed", self._name)
@@ -588,6 +592,7 @@ class SequentialProcessor(Generic[T, R]):
                 except ChannelClosed:
                     break
                 if not self._take(entry):
+                    del entry
                     continue
                 start = time.perf_counter()
                 try:
@@ -603,6 +608,8 @@ class SequentialProcessor(Generic[T, R]):
                     self._settle(entry, False, exc, time.perf_counter() - start)
                 else:
                     self._settle(entry, True, result, time.perf_counter() - start)
+                    del result
+                del entry  # as in _thread_sync
                 if _cancel_requested(task):  # process swallowed the worker's cancellation
                     raise asyncio.CancelledError
             completed = True
