@@ -110,7 +110,8 @@ class _Entry(Generic[T, R]):
     def begin(self) -> bool:
         raise NotImplementedError
 
-    def finish(self, ok: bool, value: Any, retrieved: bool) -> None:
+    def finish(self, ok: bool, value: Any, retrieved: bool) -> bool:
+        """Deliver the outcome; False if nobody holds the future any more."""
         raise NotImplementedError
 
     def cancel(self) -> None:
@@ -132,11 +133,12 @@ class _ThreadEntry(_Entry[T, R]):
     def begin(self) -> bool:
         return self.future.set_running_or_notify_cancel()
 
-    def finish(self, ok: bool, value: Any, retrieved: bool) -> None:
+    def finish(self, ok: bool, value: Any, retrieved: bool) -> bool:
         if ok:
             self.future.set_result(value)
         else:
             self.future.set_exception(value)
+        return True
 
     def cancel(self) -> None:
         self.future.cancel()
@@ -153,28 +155,39 @@ class _ThreadEntry(_Entry[T, R]):
 
 class _LoopEntry(_Entry[T, R]):
     """``submit_async``: a future of the submitter's loop, completed on that loop (the worker
-    hands it over with ``call_soon_threadsafe``; asyncio futures are not thread-safe)."""
+    hands it over with ``call_soon_threadsafe``; asyncio futures are not thread-safe).
+
+    The entry holds the future weakly. A submitter that drops it (fire and forget, as the seeds'
+    ``enqueue``) costs its loop no wake-up when the item is done: there is nobody to tell. A
+    failure nobody can see any more is logged instead (``_settle``), as asyncio logs an exception
+    never retrieved from a future."""
 
     __slots__ = ("future", "loop")
 
-    def __init__(self, item: T, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, item: T, loop: asyncio.AbstractEventLoop, future: asyncio.Future[R]):
         self.item = item
         self.loop = loop
-        self.future: asyncio.Future[R] = loop.create_future()
+        self.future = weakref.ref(future)
 
     def begin(self) -> bool:
         # Read from the worker's thread: a cancellation that lands later is honoured on the
         # loop (``_complete`` finds the future done) but the item is processed all the same.
-        return not self.future.cancelled()
+        fut = self.future()
+        return fut is None or not fut.cancelled()
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+    def _call(self, fn: Callable[..., None], *args: Any) -> bool:
+        """Run ``fn(future, *args)`` on the future's loop; False if nobody holds the future."""
+        fut = self.future()
+        if fut is None:
+            return False
         try:
-            self.loop.call_soon_threadsafe(fn, self.future, *args)
+            self.loop.call_soon_threadsafe(fn, fut, *args)
         except RuntimeError:  # the submitter's loop is closed: nobody is left to await it
             pass
+        return True
 
-    def finish(self, ok: bool, value: Any, retrieved: bool) -> None:
-        self._call(_complete, ok, value, retrieved)
+    def finish(self, ok: bool, value: Any, retrieved: bool) -> bool:
+        return self._call(_complete, ok, value, retrieved)
 
     def cancel(self) -> None:
         self._call(_cancel, None)
@@ -412,7 +425,8 @@ class SequentialProcessor(Generic[T, R]):
         ``await fut``). Cancelling that future before the item starts skips the item."""
         loop = asyncio.get_running_loop()
         _deadline(timeout)
-        entry: _LoopEntry[T, R] = _LoopEntry(item, loop)
+        future: asyncio.Future[R] = loop.create_future()
+        entry: _LoopEntry[T, R] = _LoopEntry(item, loop, future)
         self._count_submitted(1)
         try:
             if self._task is not None and asyncio.current_task() is self._task:
@@ -424,7 +438,7 @@ class SequentialProcessor(Generic[T, R]):
             if isinstance(exc, ChannelClosed):
                 raise self._stopped_error() from None
             raise
-        return entry.future
+        return future
 
     def _put_nowait(self, entry: _Entry[T, R], what: str, instead: str) -> None:
         try:
@@ -518,7 +532,16 @@ class SequentialProcessor(Generic[T, R]):
                     type(value).__name__,
                     _describe(entry.item),
                 )
-        entry.finish(ok, value, self._on_error is not None)
+        delivered = entry.finish(ok, value, self._on_error is not None)
+        if not delivered and not ok and self._on_error is None:
+            _log.error(
+                "SequentialProcessor %r: process raised %s for item %s, whose future was "
+                "dropped: exception never retrieved",
+                self._name,
+                type(value).__name__,
+                _describe(entry.item),
+                exc_info=value,
+            )
         self._current = None
 
     def _call_sync(self, item: T) -> Any:
