@@ -285,3 +285,84 @@ def test_stress_no_reader_sees_half_an_update() -> None:
     writes = 8 * 60 + 2 * 4 * 25
     assert pair == [writes, writes]
     assert rw.readers == 0 and rw.writer is None and rw.waiting == 0
+
+
+@pytest.mark.thread_unsafe(reason="starts its own threads")
+def test_a_writer_that_waited_gets_the_lock_handed_over() -> None:
+    # A writer at the head of the queue for longer than FAIR_AFTER (1 ms) is handed the lock on
+    # release, so the releasing thread cannot take it straight back.
+    rw = RWLock()
+    rw.acquire_write()
+    got, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with rw.write(timeout=10):
+            got.set()
+            done.wait(10)
+
+    t = start(writer)
+    wait_until(lambda: rw.waiting == 1)
+    time.sleep(0.005)  # let it wait well past FAIR_AFTER at the head of the queue
+    rw.release_write()
+    assert rw.acquire_write(blocking=False) is False
+    assert got.wait(10)
+    done.set()
+    join_all([t], 10)
+    assert rw.writer is None and rw.waiting == 0
+
+
+@pytest.mark.thread_unsafe(reason="starts its own threads and loops")
+def test_writers_barging_retrying_timing_out_and_cancelled_stay_exclusive() -> None:
+    # Releases wake writers to retry while others barge in; timeouts and cancellations land on
+    # waiters that were woken meanwhile. Every increment must still be exclusive and no wakeup
+    # lost (a lost one hangs a waiter until run_concurrently's timeout).
+    import random
+
+    rw = RWLock()
+    box = [0]
+    per_thread, per_task, threads, loops, tasks = 400, 100, 6, 2, 3
+
+    def thread_work(i: int) -> None:
+        view = rw.local() if i % 2 else rw
+        rng = random.Random(i)
+        n = 0
+        while n < per_thread:
+            if not view.acquire_write(timeout=rng.choice([0, 0.0001, 30])):
+                continue
+            v = box[0]
+            box[0] = v + 1
+            view.release_write()
+            n += 1
+
+    async def loop_main(i: int) -> None:
+        async def task(j: int) -> None:
+            rng = random.Random(100 * i + j)
+            n = 0
+            while n < per_task:
+                if rng.randrange(4) == 0:
+                    t = asyncio.ensure_future(rw.acquire_write_async())
+                    await asyncio.sleep(0)
+                    t.cancel()
+                    try:
+                        if await t:
+                            rw.release_write()
+                    except asyncio.CancelledError:
+                        pass
+                    continue
+                async with rw.write(timeout=30):
+                    v = box[0]
+                    await asyncio.sleep(0)
+                    box[0] = v + 1
+                n += 1
+
+        await asyncio.gather(*(task(j) for j in range(tasks)))
+
+    def work(i: int) -> None:
+        if i < loops:
+            asyncio.run(loop_main(i))
+        else:
+            thread_work(i)
+
+    run_concurrently(work, threads=threads + loops, timeout=120)
+    assert box[0] == threads * per_thread + loops * tasks * per_task
+    assert rw.writer is None and rw.readers == 0 and rw.waiting == 0

@@ -6,8 +6,14 @@
 //! read again (even with writers waiting: queueing would deadlock it); upgrading a read to a
 //! write, writing twice or reading while writing raises `ReentrancyError` instead of hanging.
 //! Holders are tracked per thread (sync) or per task (async).
+//!
+//! Writers follow `Lock`'s fairness (see `lock.rs`): a release wakes the oldest writer to *retry*,
+//! and a writer arriving meanwhile may take the free lock first, which keeps a thread that
+//! writes in a loop from paying a sleep and a wakeup per write; a writer that has waited
+//! `FAIR_AFTER` at the head of the queue gets the lock handed over instead. Readers waiting
+//! behind a writer are let in as one batch, handed over as before.
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
@@ -21,8 +27,21 @@ use crate::shared::SharedCore;
 use crate::sync::{self, Buried};
 use crate::waiters::{
     self, with_waiters, Outcome, Reclaim, Ticket, WaitList, Waiter, Wakeups, Withdrawn, BUSY,
-    CLOSED, GRANTED, TIMED_OUT, WAITING,
+    CLOSED, GRANTED, RETRY, TIMED_OUT, WAITING,
 };
+
+/// A writer at the head of the queue for this long gets the lock handed over on release.
+const FAIR_AFTER: Duration = Duration::from_millis(1);
+
+/// What a grant gives a waiter.
+#[derive(Debug, PartialEq, Eq)]
+enum Grant {
+    /// The lock (read or write), handed over: the waiter holds it now.
+    Owned,
+    /// A wakeup for a writer to try again, with the time it first started waiting (its place
+    /// in line if it must queue again).
+    Retry(Instant),
+}
 
 struct RwState {
     /// Read holders, how many times each holds it, and the ticket of the wait that granted it
@@ -32,15 +51,15 @@ struct RwState {
     /// When the current write hold, or the current stretch of reading, began.
     since: Option<Instant>,
     /// Invariant: non-empty only while a writer holds the lock or waits for it.
-    read_waiters: WaitList<(), Holder>,
-    write_waiters: WaitList<(), Holder>,
+    read_waiters: WaitList<Grant, Holder>,
+    write_waiters: WaitList<Grant, Holder>,
 }
 
-fn reads(s: &mut RwState) -> &mut WaitList<(), Holder> {
+fn reads(s: &mut RwState) -> &mut WaitList<Grant, Holder> {
     &mut s.read_waiters
 }
 
-fn writes(s: &mut RwState) -> &mut WaitList<(), Holder> {
+fn writes(s: &mut RwState) -> &mut WaitList<Grant, Holder> {
     &mut s.write_waiters
 }
 
@@ -105,7 +124,9 @@ impl RwCore {
             bury_holder(wakes, me);
             return Try::Refused(self.refuse(what));
         }
-        if s.writer.is_none() && s.readers.is_empty() && s.write_waiters.is_empty() {
+        // A free lock may be taken even with writers queued: they were woken to retry, or will
+        // be handed it once they have waited `FAIR_AFTER` (module doc).
+        if s.writer.is_none() && s.readers.is_empty() {
             s.writer = Some(me);
             s.since = Some(Instant::now());
             return Try::Acquired;
@@ -119,17 +140,24 @@ impl RwCore {
             return;
         }
         if s.readers.is_empty() && (!prefer_readers || s.read_waiters.is_empty()) {
-            if let Ok((_, w)) = s.write_waiters.grant_front((), wakes) {
-                s.writer = Some(w);
-                s.since = Some(Instant::now());
-                return;
+            if let Some(since) = s.write_waiters.front().map(|f| f.since) {
+                if since.elapsed() < FAIR_AFTER {
+                    // Woken to retry: the lock stays free meanwhile, for whoever comes first.
+                    let _woken = s.write_waiters.grant_front(Grant::Retry(since), wakes);
+                    return;
+                }
+                if let Ok((_, w)) = s.write_waiters.grant_front(Grant::Owned, wakes) {
+                    s.writer = Some(w);
+                    s.since = Some(Instant::now());
+                    return;
+                }
             }
         }
         if s.write_waiters.is_empty() || (prefer_readers && s.readers.is_empty()) {
             if s.readers.is_empty() && !s.read_waiters.is_empty() {
                 s.since = Some(Instant::now());
             }
-            while let Ok((ticket, r)) = s.read_waiters.grant_front((), wakes) {
+            while let Ok((ticket, r)) = s.read_waiters.grant_front(Grant::Owned, wakes) {
                 s.readers.push((r, 1, ticket));
             }
         }
@@ -168,10 +196,10 @@ impl RwCore {
     }
 
     /// A waiter left: hand on whatever was granted to it, or let others in that it held back.
-    fn leave(s: &mut RwState, ticket: Ticket, wakes: &mut Wakeups) -> Withdrawn<()> {
+    /// A `Retry` grant comes back to the caller, who retries or passes it on (`hand_on`).
+    fn leave(s: &mut RwState, ticket: Ticket, wakes: &mut Wakeups) -> Withdrawn<Grant> {
         match s.read_waiters.withdraw(ticket, wakes) {
             Withdrawn::Unknown => {}
-            Withdrawn::Granted(()) => return Withdrawn::Granted(()),
             other => return other,
         }
         let left = s.write_waiters.withdraw(ticket, wakes);
@@ -184,15 +212,18 @@ impl RwCore {
     /// Waiter `ticket` left: whatever was granted to it (recorded by `hand_on`: the writer, or
     /// the reader entry with its ticket) is released on its behalf.
     fn abandon_locked(s: &mut RwState, ticket: Ticket, wakes: &mut Wakeups) {
-        if let Withdrawn::Granted(()) = s.read_waiters.withdraw(ticket, wakes) {
+        if let Withdrawn::Granted(_) = s.read_waiters.withdraw(ticket, wakes) {
             if let Some(pos) = s.readers.iter().position(|(_, _, t)| *t == ticket) {
                 Self::release_reader_at(s, pos, wakes);
             }
             return;
         }
         match s.write_waiters.withdraw(ticket, wakes) {
-            Withdrawn::Granted(()) => Self::release_write_locked(s, wakes),
-            Withdrawn::Removed => Self::hand_on(s, wakes, false),
+            Withdrawn::Granted(Grant::Owned) => Self::release_write_locked(s, wakes),
+            // A wakeup it will not use goes to the next waiter.
+            Withdrawn::Granted(Grant::Retry(_)) | Withdrawn::Removed => {
+                Self::hand_on(s, wakes, false)
+            }
             _ => {}
         }
     }
@@ -212,46 +243,63 @@ impl RwCore {
         deadline: Option<Instant>,
     ) -> PyResult<bool> {
         me_named(py);
-        let queued = with_waiters(py, &self.state, |s, wakes| {
-            let me = Holder::thread();
-            let tried = if write {
-                self.try_write(s, me, wakes)
-            } else {
-                self.try_read(s, me, wakes)
-            };
-            match tried {
-                Try::Acquired => Ok(None),
-                Try::Refused(e) => Err(e),
-                Try::Wait(me) if !blocking => {
-                    bury_holder(wakes, me);
-                    Ok(Some(None))
-                }
-                Try::Wait(me) => {
-                    let (waiter, cv) = Waiter::thread();
-                    let list = if write { writes(s) } else { reads(s) };
-                    Ok(Some(Some((list.push_back(me, waiter), cv))))
-                }
-            }
-        })?;
-        let (ticket, cv) = match queued {
-            None => return Ok(true),
-            Some(None) => return Ok(false),
-            Some(Some(q)) => q,
-        };
-        let registration =
-            super::register_wait(Arc::clone(self) as _, if write { "write" } else { "read" });
         let list = if write { writes } else { reads };
-        let waited = waiters::wait_thread(py, &self.state, ticket, &cv, deadline, list);
-        drop(registration);
-        match waited {
-            Ok(Some(Outcome::Granted(()))) => Ok(true),
-            Ok(Some(Outcome::Closed)) => Ok(false),
-            Ok(None) => Ok(with_waiters(py, &self.state, |s, wakes| {
-                matches!(Self::leave(s, ticket, wakes), Withdrawn::Granted(()))
-            })),
-            Err(e) => {
-                self.abandon(py, ticket);
-                Err(e)
+        // Once woken to retry: when it first queued, to queue again in the same place.
+        let mut since: Option<Instant> = None;
+        loop {
+            let queued = with_waiters(py, &self.state, |s, wakes| {
+                let me = Holder::thread();
+                let tried = if write {
+                    self.try_write(s, me, wakes)
+                } else {
+                    self.try_read(s, me, wakes)
+                };
+                match tried {
+                    Try::Acquired => Ok(None),
+                    Try::Refused(e) => Err(e),
+                    Try::Wait(me) if !blocking => {
+                        bury_holder(wakes, me);
+                        Ok(Some(None))
+                    }
+                    Try::Wait(me) => {
+                        let (waiter, cv) = Waiter::thread();
+                        let ticket = match since {
+                            None => list(s).push_back(me, waiter),
+                            Some(t) => list(s).push_front(me, waiter, t),
+                        };
+                        Ok(Some(Some((ticket, cv))))
+                    }
+                }
+            })?;
+            let (ticket, cv) = match queued {
+                None => return Ok(true),
+                Some(None) => return Ok(false),
+                Some(Some(q)) => q,
+            };
+            let registration =
+                super::register_wait(Arc::clone(self) as _, if write { "write" } else { "read" });
+            let waited = waiters::wait_thread(py, &self.state, ticket, &cv, deadline, list);
+            drop(registration);
+            match waited {
+                Ok(Some(Outcome::Granted(Grant::Owned))) => return Ok(true),
+                Ok(Some(Outcome::Granted(Grant::Retry(first)))) => since = Some(first),
+                Ok(Some(Outcome::Closed)) => return Ok(false),
+                Ok(None) => {
+                    return Ok(with_waiters(py, &self.state, |s, wakes| match Self::leave(
+                        s, ticket, wakes,
+                    ) {
+                        Withdrawn::Granted(Grant::Owned) => true,
+                        Withdrawn::Granted(Grant::Retry(_)) => {
+                            Self::hand_on(s, wakes, false);
+                            false
+                        }
+                        _ => false,
+                    }))
+                }
+                Err(e) => {
+                    self.abandon(py, ticket);
+                    return Err(e);
+                }
             }
         }
     }
@@ -588,7 +636,8 @@ impl RWLock {
         task: &Bound<'py, PyAny>,
         write: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let _ = retry; // grants here are handovers: a waiter is never asked to retry
+        // A writer woken to retry that lost the race queues again in its old place.
+        let since = retry.map(super::token_since);
         let core = &self.core;
         me_named(py);
         let got = with_waiters(py, &core.state, |s, wakes| {
@@ -613,7 +662,10 @@ impl RWLock {
                             Arc::clone(core) as Arc<dyn Reclaim>,
                         );
                         let list = if write { writes(s) } else { reads(s) };
-                        Ok(Some(Some(list.push_back(me, waiter))))
+                        Ok(Some(Some(match since {
+                            None => list.push_back(me, waiter),
+                            Some(t) => list.push_front(me, waiter, t),
+                        })))
                     }
                 },
             }
@@ -630,7 +682,8 @@ impl RWLock {
             RwCore::leave(s, ticket, wakes)
         });
         match left {
-            Withdrawn::Granted(()) => status(py, GRANTED, true),
+            Withdrawn::Granted(Grant::Owned) => status(py, GRANTED, true),
+            Withdrawn::Granted(Grant::Retry(first)) => status(py, RETRY, super::since_token(first)),
             Withdrawn::Closed => status(py, CLOSED, false),
             _ => status(py, TIMED_OUT, false),
         }
