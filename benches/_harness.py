@@ -8,9 +8,11 @@ the ratio of each implementation to a reference one, all measured in the same ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -190,3 +192,24 @@ def emit(bench: str, tables: Sequence[Table]) -> None:
     tag = "ft" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "gil"
     with open(os.path.join(RESULTS_DIR, f"{bench}-{tag}.json"), "w") as f:
         json.dump([t.to_json() for t in tables], f, indent=1)
+
+
+class LoopThread:
+    """An event loop running in its own thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import statistics
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Table, emit, optional_import, run_threads
+from _harness import LoopThread, Table, emit, median_us, optional_import, run_threads
 from nogilsafe import Channel
 
 ITEMS = int(os.environ.get("BENCH_ITEMS", 200_000))
@@ -107,23 +106,6 @@ def throughput_table() -> Table:
 # ---- event loops -------------------------------------------------------------------------
 
 
-class LoopThread:
-    """An event loop running in its own thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 async def _make_queue() -> asyncio.Queue[Any]:
     return asyncio.Queue()
 
@@ -194,10 +176,6 @@ def cross_loop_table() -> Table:
         f"bounded at {SLOTS}, so its producer waits when the consumer falls behind."
     )
     return table
-
-
-def median_us(samples: list[float]) -> float:
-    return statistics.median(samples) * 1e6
 
 
 def rtt_threads(make: Callable[[], Any]) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import sys
 import threading
 import time
@@ -25,7 +24,16 @@ from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Impl, Table, emit, optional_import, scaling_table, thread_counts
+from _harness import (
+    Impl,
+    LoopThread,
+    Table,
+    emit,
+    median_us,
+    optional_import,
+    scaling_table,
+    thread_counts,
+)
 from nogilsafe import Event, Lock, RLock, RWLock, Semaphore
 
 N = int(os.environ.get("BENCH_OPS", 200_000))
@@ -294,27 +302,6 @@ def async_contended_table() -> Table:
 
 
 # ---- wake-up latency ----------------------------------------------------------------------------
-
-
-class LoopThread:
-    """An event loop running in its own thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-def median_us(samples: list[float]) -> float:
-    return statistics.median(samples) * 1e6
 
 
 def pingpong_loops_nogilsafe() -> float:
