@@ -213,3 +213,14 @@ class LoopThread:
 
 def median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
+
+
+def pingpong_on(a: LoopThread, b: LoopThread, pinger: Any, ponger: Any) -> float:
+    """Run the ``ponger`` coroutine on ``b`` and the ``pinger`` on ``a``, stop both loops, and
+    return the median of the samples (seconds) the pinger returns, in µs."""
+    fb = b.run(ponger)
+    samples = a.run(pinger).result(120)
+    fb.result(10)
+    a.stop()
+    b.stop()
+    return median_us(samples)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import LoopThread, Table, emit, median_us, optional_import, run_threads
+from _harness import LoopThread, Table, emit, median_us, optional_import, pingpong_on, run_threads
 from nogilsafe import Channel
 
 ITEMS = int(os.environ.get("BENCH_ITEMS", 200_000))
@@ -215,12 +215,7 @@ def rtt_loops_channel() -> float:
             out.append((time.perf_counter() - t0) / 2)
         return out
 
-    fb = b.run(ponger())
-    samples = a.run(pinger()).result(120)
-    fb.result(10)
-    a.stop()
-    b.stop()
-    return median_us(samples)
+    return pingpong_on(a, b, pinger(), ponger())
 
 
 def rtt_loops_asyncio() -> float:
@@ -242,12 +237,7 @@ def rtt_loops_asyncio() -> float:
             out.append((time.perf_counter() - t0) / 2)
         return out
 
-    fb = b.run(ponger())
-    samples = a.run(pinger()).result(120)
-    fb.result(10)
-    a.stop()
-    b.stop()
-    return median_us(samples)
+    return pingpong_on(a, b, pinger(), ponger())
 
 
 def latency_table() -> Table:

@@ -31,6 +31,7 @@ from _harness import (
     emit,
     median_us,
     optional_import,
+    pingpong_on,
     scaling_table,
     thread_counts,
 )
@@ -324,12 +325,7 @@ def pingpong_loops_nogilsafe() -> float:
             out.append((time.perf_counter() - t0) / 2)
         return out
 
-    fb = b.run(ponger())
-    samples = a.run(pinger()).result(120)
-    fb.result(10)
-    a.stop()
-    b.stop()
-    return median_us(samples)
+    return pingpong_on(a, b, pinger(), ponger())
 
 
 def pingpong_loops_asyncio() -> float:
@@ -357,12 +353,7 @@ def pingpong_loops_asyncio() -> float:
             out.append((time.perf_counter() - t0) / 2)
         return out
 
-    fb = b.run(ponger())
-    samples = a.run(pinger()).result(120)
-    fb.result(10)
-    a.stop()
-    b.stop()
-    return median_us(samples)
+    return pingpong_on(a, b, pinger(), ponger())
 
 
 def pingpong_threads(make: Callable[[], Any]) -> float:
