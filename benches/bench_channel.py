@@ -178,20 +178,22 @@ def cross_loop_table() -> Table:
     return table
 
 
-def rtt_threads(make: Callable[[], Any]) -> float:
+def rtt_threads(make: Callable[[], Any], put_name: str = "put", get_name: str = "get") -> float:
     ping, pong = make(), make()
+    ping_put, ping_get = getattr(ping, put_name), getattr(ping, get_name)
+    pong_put, pong_get = getattr(pong, put_name), getattr(pong, get_name)
 
     def ponger() -> None:
         for _ in range(PINGS):
-            pong.put(ping.get())
+            pong_put(ping_get())
 
     t = threading.Thread(target=ponger, daemon=True)
     t.start()
     out = []
     for i in range(PINGS):
         t0 = time.perf_counter()
-        ping.put(i)
-        pong.get()
+        ping_put(i)
+        pong_get()
         out.append((time.perf_counter() - t0) / 2)
     t.join(60)
     return median_us(out)
@@ -249,18 +251,23 @@ def latency_table() -> Table:
     )
     # Interleaved, best of 3 each: on a shared VM the wake-up cost drifts over seconds, and
     # back-to-back runs of one side would compare two different machines.
-    runs: dict[str, list[float]] = {k: [] for k in ("qt", "ql", "ct", "cl")}
+    runs: dict[str, list[float]] = {k: [] for k in ("qt", "ql", "ct", "cl", "ft")}
     for _ in range(3):
         runs["qt"].append(rtt_threads(queue.Queue))
         runs["ct"].append(rtt_threads(Channel))
+        if ftc is not None:
+            runs["ft"].append(rtt_threads(ftc.ConcurrentQueue, "push", "pop"))
         runs["ql"].append(rtt_loops_asyncio())
         runs["cl"].append(rtt_loops_channel())
     table.add("stdlib", [min(runs["qt"]), min(runs["ql"])])
     table.add("nogilsafe.Channel", [min(runs["ct"]), min(runs["cl"])])
+    if ftc is not None:  # no async API: no loop <-> loop figure
+        table.add("ft_utils.ConcurrentQueue", [min(runs["ft"]), None])
     table.notes.append(
         "stdlib: thread <-> thread is a pair of queue.Queue; loop <-> loop is a pair of "
         "asyncio.Queue, each fed from the other loop's thread with call_soon_threadsafe. "
-        f"Channel: put_nowait then get/get_async. Lower is better: the best of 3 interleaved runs "
+        "Channel: put_nowait then get/get_async; ft_utils.ConcurrentQueue: push then pop "
+        f"(threads only: it has no async API). Lower is better: the best of 3 interleaved runs "
         f"of {PINGS} round trips each, each run's median."
     )
     table.notes.append(
