@@ -161,6 +161,35 @@ pub fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
+/// A module of Python glue (the coroutines that async methods return: `nogilsafe._locks`,
+/// `nogilsafe._channel`), imported on first use and kept.
+pub struct Glue {
+    module_name: &'static str,
+    module: pyo3::sync::PyOnceLock<Py<pyo3::types::PyModule>>,
+}
+
+impl Glue {
+    pub const fn new(module_name: &'static str) -> Self {
+        Glue {
+            module_name,
+            module: pyo3::sync::PyOnceLock::new(),
+        }
+    }
+
+    /// `<module>.<function>(*args)`.
+    pub fn call<'py>(
+        &self,
+        py: Python<'py>,
+        function: &str,
+        args: impl IntoPyObject<'py, Target = PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let module = self
+            .module
+            .get_or_try_init(py, || py.import(self.module_name).map(Bound::unbind))?;
+        call(&module.bind(py).getattr(function)?, args)
+    }
+}
+
 /// Drop a reference (running `__del__` if it was the last one). Must be called attached.
 #[inline]
 pub fn release(py: Python<'_>, obj: Py<PyAny>) {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use pyo3::conversion::FromPyObject;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyGenericAlias, PyInt, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -109,17 +108,8 @@ fn join_attempt(core: &ChannelCore, _owed: &mut Owed) -> Option<()> {
     (core.unfinished() == 0).then_some(())
 }
 
-static GLUE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
 /// `nogilsafe._channel.<name>(*args)`: the coroutine an async method returns.
-fn glue<'py>(
-    py: Python<'py>,
-    name: &str,
-    args: impl IntoPyObject<'py, Target = PyTuple>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let module = GLUE.get_or_try_init(py, || py.import("nogilsafe._channel").map(Bound::unbind))?;
-    crate::pycall::call(&module.bind(py).getattr(name)?, args)
-}
+static GLUE: crate::pycall::Glue = crate::pycall::Glue::new("nogilsafe._channel");
 
 impl Channel {
     /// Get one item, waiting (detached) if `block`, at most until `deadline`.
@@ -345,14 +335,14 @@ impl Channel {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         sync::deadline(timeout)?;
-        glue(slf.py(), "put", (slf, item, timeout))
+        GLUE.call(slf.py(), "put", (slf, item, timeout))
     }
 
     /// `await ch.get_async(timeout=None)`, from any event loop. A cancelled wait loses no item.
     #[pyo3(signature = (timeout = None))]
     fn get_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         sync::deadline(timeout)?;
-        glue(slf.py(), "get", (slf, timeout))
+        GLUE.call(slf.py(), "get", (slf, timeout))
     }
 
     /// `await ch.join_async(timeout=None)`, from any event loop.
@@ -362,7 +352,7 @@ impl Channel {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         sync::deadline(timeout)?;
-        glue(slf.py(), "join", (slf, timeout))
+        GLUE.call(slf.py(), "join", (slf, timeout))
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -383,7 +373,7 @@ impl Channel {
     }
 
     fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        glue(slf.py(), "anext", (slf,))
+        GLUE.call(slf.py(), "anext", (slf,))
     }
 
     /// The async protocol's `begin` (see `src/waiters.rs`); `kind`: 0 get, 1 put, 2 join.

@@ -369,7 +369,7 @@ fn _lock_waits(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 
 // ---- shared helpers ----
 
-static GLUE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static GLUE: pycall::Glue = pycall::Glue::new("nogilsafe._locks");
 
 /// `nogilsafe._locks.<name>(*args)`: the coroutine an async method returns.
 pub fn glue<'py>(
@@ -377,9 +377,7 @@ pub fn glue<'py>(
     name: &str,
     args: impl IntoPyObject<'py, Target = PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let module = GLUE.get_or_try_init(py, || py.import("nogilsafe._locks").map(Bound::unbind))?;
-    let f = module.bind(py).getattr(name)?;
-    pycall::call(&f, args)
+    GLUE.call(py, name, args)
 }
 
 /// The already-complete awaitable `__aexit__` returns.
